@@ -1,0 +1,1 @@
+"""batchor: durable, typed runs of large LLM jobs through the OpenAI Batch API."""
