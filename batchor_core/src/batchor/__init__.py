@@ -1,1 +1,90 @@
-"""batchor: durable, typed runs of large LLM jobs through the OpenAI Batch API."""
+"""batchor: durable, typed runs of large LLM jobs through the OpenAI Batch API.
+
+The public names, re-exported; everything else is an implementation detail.
+"""
+
+from batchor.artifacts.base import ArtifactStore
+from batchor.artifacts.local import LocalArtifactStore
+from batchor.errors import (
+    ArtifactRuleError,
+    BatchorError,
+    ConfigurationError,
+    DuplicateItemIdError,
+    InputError,
+    ItemBuildError,
+    ProviderError,
+    RunNotFinishedError,
+    RunNotFoundError,
+    RunTimeoutError,
+    SourceMismatchError,
+    SourceRowError,
+    StorageError,
+    StructuredOutputImportError,
+    StructuredOutputSchemaError,
+)
+from batchor.job import ArtifactPolicy, BatchItem, BatchJob, ChunkPolicy, PromptParts, RetryPolicy
+from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
+from batchor.results import (
+    ArtifactExport,
+    ArtifactPrune,
+    ItemError,
+    ItemResult,
+    ItemStatus,
+    RunControlState,
+    RunStatus,
+    RunSummary,
+    TerminalResultsExport,
+    TerminalResultsPage,
+    TokenUsage,
+)
+from batchor.run import Run
+from batchor.runner import BatchRunner
+from batchor.sources.base import CheckpointedItem, CheckpointedItemSource
+from batchor.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Storage
+
+__all__ = [
+    "ArtifactExport",
+    "ArtifactPolicy",
+    "ArtifactPrune",
+    "ArtifactRuleError",
+    "ArtifactStore",
+    "BatchItem",
+    "BatchJob",
+    "BatchRunner",
+    "BatchorError",
+    "CheckpointedItem",
+    "CheckpointedItemSource",
+    "ChunkPolicy",
+    "ConfigurationError",
+    "DuplicateItemIdError",
+    "InputError",
+    "ItemBuildError",
+    "ItemError",
+    "ItemResult",
+    "ItemStatus",
+    "LocalArtifactStore",
+    "MemoryStorage",
+    "OpenAIEnqueueLimitConfig",
+    "OpenAIProviderConfig",
+    "PostgresStorage",
+    "PromptParts",
+    "ProviderError",
+    "RetryPolicy",
+    "Run",
+    "RunControlState",
+    "RunNotFinishedError",
+    "RunNotFoundError",
+    "RunStatus",
+    "RunSummary",
+    "RunTimeoutError",
+    "SQLiteStorage",
+    "SourceMismatchError",
+    "SourceRowError",
+    "Storage",
+    "StorageError",
+    "StructuredOutputImportError",
+    "StructuredOutputSchemaError",
+    "TerminalResultsExport",
+    "TerminalResultsPage",
+    "TokenUsage",
+]

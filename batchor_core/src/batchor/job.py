@@ -68,7 +68,9 @@ class RetryPolicy(_Policy):
 
     def backoff_seconds(self, attempt: int) -> float:
         """Delay before submitting again an item that failed on ``attempt`` (1-based)."""
-        return min(self.backoff_max_seconds, self.backoff_initial_seconds * 2 ** (attempt - 1))
+        return float(
+            min(self.backoff_max_seconds, self.backoff_initial_seconds * 2 ** (attempt - 1))
+        )
 
 
 class ChunkPolicy(_Policy):
@@ -122,7 +124,8 @@ class BatchJob:
                 f"got {type(self.provider_config).__name__}"
             )
         if self.structured_output is not None and not (
-            isinstance(self.structured_output, type) and issubclass(self.structured_output, BaseModel)
+            isinstance(self.structured_output, type)
+            and issubclass(self.structured_output, BaseModel)
         ):
             raise ConfigurationError(
                 "BatchJob.structured_output must be a Pydantic model class, "

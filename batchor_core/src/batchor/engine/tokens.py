@@ -1,0 +1,71 @@
+"""Offline input-token estimation.
+
+The enqueued-token budget is only safe if estimates never undercount. tiktoken
+gives exact counts but downloads its encodings on first use (and, offline,
+retries for a long time), so it is used only when its encoding file is already
+in the local cache, decided once per process. Otherwise the estimate is
+``ceil(utf8_bytes / 3)``: English averages about four bytes per token, so this
+overcounts ordinary text by about a third and is close for dense scripts.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Tokens added per message for role markers and separators."""
+
+REQUEST_OVERHEAD_TOKENS = 3
+"""Tokens added per request for the reply primer."""
+
+_ENCODING_NAME = "o200k_base"
+_ENCODING_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+
+
+def estimate_text_tokens_by_bytes(text: str) -> int:
+    """Conservative token count of ``text`` without a tokenizer."""
+    return -(-len(text.encode("utf-8")) // 3)
+
+
+def _tiktoken_cache_path() -> str:
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
+    if cache_dir is None:
+        cache_dir = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    return os.path.join(cache_dir, hashlib.sha1(_ENCODING_URL.encode()).hexdigest())
+
+
+@functools.cache
+def text_token_counter() -> Callable[[str], int]:
+    """The best token counter available offline, chosen once per process."""
+    if os.path.exists(_tiktoken_cache_path()):
+        try:
+            import tiktoken
+
+            encoding = tiktoken.get_encoding(_ENCODING_NAME)
+        except Exception:  # a broken cache or missing package: fall back, never block
+            return estimate_text_tokens_by_bytes
+
+        def count_with_tiktoken(text: str) -> int:
+            return len(encoding.encode(text, disallowed_special=()))
+
+        return count_with_tiktoken
+    return estimate_text_tokens_by_bytes
+
+
+def estimate_prompt_tokens(prompt: str, system_prompt: str | None, extra_text: str = "") -> int:
+    """Estimated input tokens of one request: messages plus fixed overheads.
+
+    ``extra_text`` is counted too (for example the structured-output schema,
+    which the provider also reads).
+    """
+    count = text_token_counter()
+    tokens = REQUEST_OVERHEAD_TOKENS + MESSAGE_OVERHEAD_TOKENS + count(prompt)
+    if system_prompt:
+        tokens += MESSAGE_OVERHEAD_TOKENS + count(system_prompt)
+    if extra_text:
+        tokens += count(extra_text)
+    return tokens

@@ -1,0 +1,181 @@
+"""What a run reports: statuses, per-item results, summaries and pages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+class ItemStatus(StrEnum):
+    """An item's state: ``pending -> submitted -> completed | failed``."""
+
+    PENDING = "pending"
+    SUBMITTED = "submitted"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (ItemStatus.COMPLETED, ItemStatus.FAILED)
+
+
+class RunStatus(StrEnum):
+    """A run's state: ``running`` until every item is terminal."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_FAILURES = "completed_with_failures"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+class RunControlState(StrEnum):
+    """What the operator asked of a run (durable, obeyed by whichever process drives it)."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCEL_REQUESTED = "cancel_requested"
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """Why an item failed. ``retryable`` says whether another attempt could succeed."""
+
+    code: str
+    message: str
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens the provider reported for an item."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """The terminal result of one item.
+
+    ``output`` is the parsed structured-output model (or the embedding vector,
+    or ``None`` for plain text); ``output_text`` is the raw text it was parsed
+    from. ``sequence`` numbers terminal results 1, 2, 3... in the order they
+    became terminal, without gaps.
+    """
+
+    item_id: str
+    status: ItemStatus
+    output: Any
+    output_text: str | None
+    error: ItemError | None
+    attempts: int
+    usage: TokenUsage
+    metadata: Mapping[str, Any]
+    sequence: int
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready dict (``output`` as plain data)."""
+        output = self.output
+        if hasattr(output, "model_dump"):
+            output = output.model_dump(mode="json")
+        return {
+            "item_id": self.item_id,
+            "sequence": self.sequence,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "output": output,
+            "output_text": self.output_text,
+            "error": None
+            if self.error is None
+            else {
+                "code": self.error.code,
+                "message": self.error.message,
+                "retryable": self.error.retryable,
+            },
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+            },
+            "metadata": dict(self.metadata),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A snapshot of a run: counts by item status, batches, tokens and cost."""
+
+    run_id: str
+    status: RunStatus
+    control_state: RunControlState
+    model: str
+    total_items: int
+    pending_items: int
+    submitted_items: int
+    completed_items: int
+    failed_items: int
+    batches_in_flight: int
+    batches_total: int
+    input_tokens: int
+    output_tokens: int
+    estimated_cost_usd: float | None
+    ingest_complete: bool
+    control_reason: str | None = None
+    last_error: str | None = None
+    created_at: float = 0.0
+    finished_at: float | None = None
+
+    @property
+    def terminal_items(self) -> int:
+        return self.completed_items + self.failed_items
+
+    @property
+    def counts(self) -> dict[ItemStatus, int]:
+        """Items by status."""
+        return {
+            ItemStatus.PENDING: self.pending_items,
+            ItemStatus.SUBMITTED: self.submitted_items,
+            ItemStatus.COMPLETED: self.completed_items,
+            ItemStatus.FAILED: self.failed_items,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalResultsPage:
+    """Terminal results after a cursor; pass ``next_after_sequence`` to read on."""
+
+    items: list[ItemResult]
+    next_after_sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalResultsExport:
+    """What :meth:`Run.export_terminal_results` wrote."""
+
+    path: Path
+    count: int
+    next_after_sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactExport:
+    """What :meth:`Run.export_artifacts` wrote: the files and their manifest."""
+
+    directory: Path
+    manifest_path: Path
+    results_path: Path
+    exported_artifact_paths: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactPrune:
+    """What :meth:`Run.prune_artifacts` removed and why it kept the rest."""
+
+    removed_artifact_paths: list[str] = field(default_factory=list)
+    kept_artifact_paths: list[str] = field(default_factory=list)

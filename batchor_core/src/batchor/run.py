@@ -1,0 +1,435 @@
+"""``Run``: the durable handle on one run.
+
+A ``Run`` is a view of storage plus a :class:`~batchor.engine.driver.RunDriver`.
+Any process holding the same storage, artifacts and credentials can create one
+(``BatchRunner.get_run``) and drive, control or read the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from batchor.artifacts.base import ArtifactStore, run_prefix
+from batchor.engine.config import Clock, RunConfig
+from batchor.engine.driver import RunDriver, parse_output
+from batchor.engine.planning import estimate_cost_usd, poll_delay
+from batchor.errors import (
+    ArtifactRuleError,
+    BatchorError,
+    ConfigurationError,
+    RunNotFinishedError,
+    RunNotFoundError,
+    RunTimeoutError,
+)
+from batchor.results import (
+    ArtifactExport,
+    ArtifactPrune,
+    ItemError,
+    ItemResult,
+    RunControlState,
+    RunStatus,
+    RunSummary,
+    TerminalResultsExport,
+    TerminalResultsPage,
+    TokenUsage,
+)
+from batchor.storage.base import RunRecord, Storage, StoredItem
+
+RESULTS_PARQUET_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("sequence", pa.int64()),
+        ("status", pa.string()),
+        ("attempts", pa.int64()),
+        ("output_text", pa.string()),
+        ("output_json", pa.string()),
+        ("error_code", pa.string()),
+        ("error_message", pa.string()),
+        ("error_retryable", pa.bool_()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("metadata_json", pa.string()),
+    ]
+)
+
+
+class Run:
+    """A durable run. ``status`` is cached; :meth:`refresh` advances and updates it."""
+
+    def __init__(
+        self,
+        *,
+        record: RunRecord,
+        storage: Storage,
+        artifacts: ArtifactStore,
+        driver: RunDriver,
+        clock: Clock,
+    ) -> None:
+        self._record = record
+        self._storage = storage
+        self._artifacts = artifacts
+        self._driver = driver
+        self._clock = clock
+        self._summary: RunSummary | None = None
+
+    def __repr__(self) -> str:
+        return f"Run(run_id={self.run_id!r}, status={self.status.value!r})"
+
+    @property
+    def run_id(self) -> str:
+        return self._record.run_id
+
+    @property
+    def status(self) -> RunStatus:
+        """The status as of the last ``refresh``/``summary`` (no I/O)."""
+        return self._summary.status if self._summary is not None else self._record.status
+
+    @property
+    def config(self) -> RunConfig:
+        return self._driver.config
+
+    @cached_property
+    def _output_model(self) -> type[BaseModel] | None:
+        return self.config.output_model()
+
+    # -- progress -----------------------------------------------------------------------
+
+    def _fresh_record(self) -> RunRecord:
+        record = self._storage.get_run(self.run_id)
+        if record is None:
+            raise RunNotFoundError(f"run {self.run_id!r} no longer exists in {self._storage!r}")
+        self._record = record
+        return record
+
+    def summary(self) -> RunSummary:
+        """Counts by item status, batches, tokens and cost, read from storage."""
+        record = self._fresh_record()
+        counts = self._storage.run_counts(record.run_pk)
+        self._summary = RunSummary(
+            run_id=record.run_id,
+            status=record.status,
+            control_state=record.control_state,
+            control_reason=record.control_reason,
+            model=record.model,
+            total_items=record.item_count,
+            pending_items=counts.pending,
+            submitted_items=counts.submitted,
+            completed_items=counts.completed,
+            failed_items=counts.failed,
+            batches_in_flight=counts.batches_in_flight,
+            batches_total=counts.batches_total,
+            input_tokens=counts.input_tokens,
+            output_tokens=counts.output_tokens,
+            estimated_cost_usd=estimate_cost_usd(
+                record.model, counts.input_tokens, counts.output_tokens
+            ),
+            ingest_complete=record.ingest_complete,
+            last_error=record.last_error,
+            created_at=record.created_at,
+            finished_at=record.finished_at,
+        )
+        return self._summary
+
+    def refresh(self) -> RunSummary:
+        """Advance the run one step (talking to storage and the provider) and
+        return the updated summary."""
+        self._driver.step()
+        return self.summary()
+
+    def wait(
+        self, timeout: float | None = None, *, poll_interval: float | None = None
+    ) -> RunSummary:
+        """Refresh until the run is terminal; raises :class:`RunTimeoutError` after
+        ``timeout`` seconds. ``poll_interval`` overrides the adaptive polling."""
+        started = last_change = self._clock.now()
+        fixed = poll_interval if poll_interval is not None else self.config.provider.poll_interval
+        while True:
+            record = self._fresh_record()
+            if not record.ingest_complete and not record.status.is_terminal:
+                raise BatchorError(
+                    f"run {self.run_id!r} has not finished ingesting its input; call "
+                    f"runner.start(job, run_id={self.run_id!r}) again to resume ingestion"
+                )
+            if self._driver.step():
+                last_change = self._clock.now()
+            summary = self.summary()
+            if summary.status.is_terminal:
+                return summary
+            now = self._clock.now()
+            delay = poll_delay(now - last_change, fixed)
+            if timeout is not None:
+                remaining = started + timeout - now
+                if remaining <= 0:
+                    raise RunTimeoutError(
+                        f"run {self.run_id!r} is still {summary.status.value} after {timeout} s "
+                        f"({summary.terminal_items}/{summary.total_items} items terminal); "
+                        "call wait() again to keep waiting"
+                    )
+                delay = min(delay, remaining)
+            self._clock.sleep(delay)
+
+    # -- control ------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop submitting new batches (in-flight ones are still polled and collected)."""
+        record = self._fresh_record()
+        self._require_controllable(record, "pause")
+        if record.control_state is RunControlState.CANCEL_REQUESTED:
+            raise BatchorError(f"run {self.run_id!r} is being cancelled; it cannot be paused")
+        self._storage.set_control_state(
+            record.run_pk, RunControlState.PAUSED, "paused by request", now=self._clock.now()
+        )
+
+    def resume(self) -> None:
+        """Let a paused run submit again."""
+        record = self._fresh_record()
+        self._require_controllable(record, "resume")
+        if record.control_state is RunControlState.CANCEL_REQUESTED:
+            raise BatchorError(f"run {self.run_id!r} is being cancelled; it cannot be resumed")
+        self._storage.set_control_state(
+            record.run_pk, RunControlState.RUNNING, None, now=self._clock.now()
+        )
+        self._storage.update_run(record.run_pk, now=self._clock.now(), next_submit_at=None)
+
+    def cancel(self, *, remote: bool = False) -> None:
+        """Drain-style cancel: submit nothing new, keep collecting in-flight batches,
+        then fail every remaining item with ``run_cancelled``. With ``remote=True``
+        the provider's in-flight batches are cancelled too (their partial results
+        are still recorded)."""
+        record = self._fresh_record()
+        self._require_controllable(record, "cancel")
+        self._storage.set_control_state(
+            record.run_pk,
+            RunControlState.CANCEL_REQUESTED,
+            "cancelled by request",
+            now=self._clock.now(),
+        )
+        if remote:
+            self._driver.cancel_remote_batches()
+
+    def _require_controllable(self, record: RunRecord, action: str) -> None:
+        if record.status.is_terminal:
+            raise BatchorError(
+                f"run {self.run_id!r} is already {record.status.value}; cannot {action} it"
+            )
+
+    # -- results ------------------------------------------------------------------------
+
+    def _require_terminal(self, operation: str) -> RunRecord:
+        record = self._fresh_record()
+        if not record.status.is_terminal:
+            raise RunNotFinishedError(
+                f"{operation} is terminal-only: run {self.run_id!r} is still "
+                f"{record.status.value}; "
+                "call wait() first, or read_terminal_results() for what has finished"
+            )
+        return record
+
+    def _to_result(self, stored: StoredItem) -> ItemResult:
+        error = None
+        if stored.error_code is not None:
+            error = ItemError(
+                stored.error_code, stored.error_message or "", bool(stored.error_retryable)
+            )
+        output = None
+        if error is None:
+            output = parse_output(
+                stored.output_text, self._output_model, self.config.provider.endpoint
+            )
+        return ItemResult(
+            item_id=stored.item_id,
+            status=stored.status,
+            output=output,
+            output_text=stored.output_text,
+            error=error,
+            attempts=stored.attempts,
+            usage=TokenUsage(stored.input_tokens or 0, stored.output_tokens or 0),
+            metadata=json.loads(stored.metadata_json) if stored.metadata_json else {},
+            sequence=stored.sequence or 0,
+        )
+
+    def results(self) -> list[ItemResult]:
+        """Every item's result, in terminal sequence order (terminal runs only)."""
+        record = self._require_terminal("results()")
+        return [self._to_result(item) for item in self._storage.iter_terminal_items(record.run_pk)]
+
+    def iter_results(self, after_sequence: int = 0) -> Iterator[ItemResult]:
+        """Terminal results streamed in sequence order, whatever the run's state."""
+        record = self._fresh_record()
+        for item in self._storage.iter_terminal_items(record.run_pk, after_sequence=after_sequence):
+            yield self._to_result(item)
+
+    def read_terminal_results(
+        self, after_sequence: int = 0, limit: int = 100
+    ) -> TerminalResultsPage:
+        """Up to ``limit`` terminal results with sequence > ``after_sequence``."""
+        if limit < 1:
+            raise ConfigurationError(f"limit must be at least 1, got {limit}")
+        record = self._fresh_record()
+        stored = self._storage.read_terminal_items(
+            record.run_pk, after_sequence=after_sequence, limit=limit
+        )
+        results = [self._to_result(item) for item in stored]
+        return TerminalResultsPage(
+            items=results,
+            next_after_sequence=results[-1].sequence if results else after_sequence,
+        )
+
+    def export_terminal_results(
+        self,
+        path: str | Path,
+        after_sequence: int = 0,
+        append: bool = False,
+        limit: int | None = None,
+    ) -> TerminalResultsExport:
+        """Write terminal results after ``after_sequence`` to JSONL (or Parquet when
+        ``path`` ends in ``.parquet``); returns the cursor to continue from."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        results = self.iter_results(after_sequence)
+        if limit is not None:
+            results = _take(results, limit)
+        if target.suffix == ".parquet":
+            if append:
+                raise ConfigurationError("append=True is only supported for JSONL exports")
+            count, last = _write_results_parquet(target, results)
+        else:
+            count, last = 0, after_sequence
+            with target.open("a" if append else "w", encoding="utf-8") as handle:
+                for result in results:
+                    handle.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
+                    count, last = count + 1, result.sequence
+        return TerminalResultsExport(
+            path=target, count=count, next_after_sequence=last if count else after_sequence
+        )
+
+    # -- artifacts ----------------------------------------------------------------------
+
+    def _artifact_keys(self) -> list[str]:
+        return list(self._artifacts.list_keys(run_prefix(self.run_id)))
+
+    def export_artifacts(self, directory: str | Path) -> ArtifactExport:
+        """Copy the run's artifacts plus ``results.jsonl`` into ``directory/<run_id>/``
+        and write ``manifest.json`` (path, bytes, sha256 of each file)."""
+        record = self._require_terminal("export_artifacts()")
+        destination = Path(directory) / self.run_id
+        destination.mkdir(parents=True, exist_ok=True)
+        prefix = run_prefix(self.run_id)
+        exported: list[str] = []
+        for key in self._artifact_keys():
+            relative = key[len(prefix) :]
+            target = destination / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with self._artifacts.open_read(key) as source, target.open("wb") as handle:
+                shutil.copyfileobj(source, handle, 1024 * 1024)
+            exported.append(relative)
+        results_path = destination / "results.jsonl"
+        self.export_terminal_results(results_path)
+        files = [*exported, "results.jsonl"]
+        manifest = {
+            "run_id": self.run_id,
+            "status": record.status.value,
+            "artifact_store": self._artifacts.location,
+            "files": [
+                {
+                    "path": name,
+                    "bytes": (destination / name).stat().st_size,
+                    "sha256": _sha256(destination / name),
+                }
+                for name in files
+            ],
+        }
+        manifest_path = destination / "manifest.json"
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        self._storage.update_run(
+            record.run_pk, now=self._clock.now(), raw_outputs_exported_at=self._clock.now()
+        )
+        return ArtifactExport(
+            directory=destination,
+            manifest_path=manifest_path,
+            results_path=results_path,
+            exported_artifact_paths=exported,
+        )
+
+    def prune_artifacts(self, *, include_raw_outputs: bool = True) -> ArtifactPrune:
+        """Delete the run's artifacts (terminal runs only). Request artifacts can go
+        at once; raw output/error artifacts only after :meth:`export_artifacts`."""
+        record = self._require_terminal("prune_artifacts()")
+        keys = self._artifact_keys()
+        raw = [key for key in keys if "/outputs/" in key]
+        if raw and include_raw_outputs and record.raw_outputs_exported_at is None:
+            raise ArtifactRuleError(
+                f"raw output artifacts of run {self.run_id!r} must be exported before they are "
+                "pruned: call export_artifacts(dir) first, or prune_artifacts("
+                "include_raw_outputs=False) to remove only the request artifacts"
+            )
+        removable = [key for key in keys if include_raw_outputs or key not in raw]
+        for key in removable:
+            self._artifacts.delete(key)
+        return ArtifactPrune(
+            removed_artifact_paths=removable,
+            kept_artifact_paths=[key for key in keys if key not in removable],
+        )
+
+
+def _take(results: Iterator[ItemResult], limit: int) -> Iterator[ItemResult]:
+    for index, result in enumerate(results):
+        if index >= limit:
+            return
+        yield result
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def results_record_batch(results: list[ItemResult]) -> pa.RecordBatch:
+    """Results as an Arrow record batch with :data:`RESULTS_PARQUET_SCHEMA`."""
+    rows: dict[str, list[Any]] = {name: [] for name in RESULTS_PARQUET_SCHEMA.names}
+    for result in results:
+        record = result.to_record()
+        error = record["error"] or {}
+        rows["item_id"].append(result.item_id)
+        rows["sequence"].append(result.sequence)
+        rows["status"].append(result.status.value)
+        rows["attempts"].append(result.attempts)
+        rows["output_text"].append(result.output_text)
+        rows["output_json"].append(
+            None if record["output"] is None else json.dumps(record["output"])
+        )
+        rows["error_code"].append(error.get("code"))
+        rows["error_message"].append(error.get("message"))
+        rows["error_retryable"].append(error.get("retryable"))
+        rows["input_tokens"].append(result.usage.input_tokens)
+        rows["output_tokens"].append(result.usage.output_tokens)
+        rows["metadata_json"].append(json.dumps(record["metadata"]) if record["metadata"] else None)
+    return pa.RecordBatch.from_pydict(rows, schema=RESULTS_PARQUET_SCHEMA)
+
+
+def _write_results_parquet(path: Path, results: Iterator[ItemResult]) -> tuple[int, int]:
+    count = last = 0
+    with pq.ParquetWriter(path, RESULTS_PARQUET_SCHEMA) as writer:
+        page: list[ItemResult] = []
+        for result in results:
+            page.append(result)
+            if len(page) >= 10_000:
+                writer.write_batch(results_record_batch(page))
+                count, last, page = count + len(page), page[-1].sequence, []
+        if page:
+            writer.write_batch(results_record_batch(page))
+            count, last = count + len(page), page[-1].sequence
+    return count, last

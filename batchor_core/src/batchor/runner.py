@@ -1,0 +1,205 @@
+"""``BatchRunner``: start runs, wait for them, and find them again."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import secrets
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from typing import Literal
+
+from batchor.artifacts.base import ArtifactStore, check_run_id
+from batchor.artifacts.local import LocalArtifactStore
+from batchor.engine.config import Clock, RunConfig, SystemClock, describe_differences
+from batchor.engine.driver import RunDriver, new_lease_owner
+from batchor.engine.ingest import ProgressCallback, ingest
+from batchor.errors import ConfigurationError, RunNotFoundError, SourceMismatchError
+from batchor.job import BatchJob
+from batchor.providers.openai import OpenAIBatchProvider
+from batchor.run import Run
+from batchor.sources.base import CheckpointedItemSource
+from batchor.storage.base import RunRecord, Storage, dumps_json
+from batchor.storage.sqlite import MemoryStorage, SQLiteStorage
+
+
+def new_run_id(clock: Clock) -> str:
+    """``batchor_<UTC timestamp>_<8 hex>``, e.g. ``batchor_20260329T120000Z_ab12cd34``."""
+    stamp = datetime.fromtimestamp(clock.now(), tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"batchor_{stamp}_{secrets.token_hex(4)}"
+
+
+class BatchRunner:
+    """Runs batch jobs durably.
+
+    ``storage``: ``None`` for the default SQLite file (``$BATCHOR_HOME/default.sqlite3``),
+    ``"memory"`` for an ephemeral database, or a :class:`SQLiteStorage` /
+    :class:`PostgresStorage`. ``artifact_store`` defaults to a directory beside
+    the SQLite file (a temporary directory for memory storage). ``api_key``
+    overrides the key used to drive rehydrated runs (else ``$OPENAI_API_KEY``).
+    """
+
+    def __init__(
+        self,
+        storage: Storage | Literal["memory"] | None = None,
+        artifact_store: ArtifactStore | None = None,
+        *,
+        api_key: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if storage is None:
+            storage = SQLiteStorage(name="default")
+        elif storage == "memory":
+            storage = MemoryStorage()
+        elif not isinstance(storage, Storage):
+            raise ConfigurationError(
+                "BatchRunner storage must be None, 'memory', SQLiteStorage(...) or "
+                f"PostgresStorage(...), got {storage!r}"
+            )
+        self.storage: Storage = storage
+        if artifact_store is None:
+            artifact_store = LocalArtifactStore(
+                storage.default_artifact_root() or _temporary_root()
+            )
+        self.artifact_store = artifact_store
+        self.clock: Clock = clock or SystemClock()
+        self._api_key = api_key
+        self._owner = new_lease_owner()
+
+    def __repr__(self) -> str:
+        return f"BatchRunner(storage={self.storage!r}, artifact_store={self.artifact_store!r})"
+
+    def start(
+        self, job: BatchJob, run_id: str | None = None, *, progress: ProgressCallback | None = None
+    ) -> Run:
+        """Persist the run and ingest its whole input, then return without waiting.
+
+        Calling it again with the same ``run_id`` resumes an interrupted ingestion
+        (from the checkpoint for checkpointed sources, skipping stored item ids for
+        plain iterables); a different source or job config raises
+        :class:`SourceMismatchError`. ``progress`` is called with the number of
+        items stored after each slice.
+        """
+        config = RunConfig.from_job(job)
+        identity = (
+            dumps_json(job.items.source_identity())
+            if isinstance(job.items, CheckpointedItemSource)
+            else None
+        )
+        run_id = check_run_id(run_id) if run_id is not None else new_run_id(self.clock)
+        record = self.storage.get_run(run_id)
+        if record is None:
+            record = self.storage.create_run(
+                run_id=run_id,
+                model=config.provider.model,
+                config=config.to_json(),
+                config_fingerprint=config.fingerprint(),
+                source_identity=identity,
+                source_checkpoint=None,
+                now=self.clock.now(),
+            )
+        else:
+            _check_same_job(record, config, identity)
+        run = self._run(record, config, job_api_key=job.provider_config.api_key)
+        if not record.ingest_complete:
+            ingest(
+                self.storage,
+                self.artifact_store,
+                record,
+                job,
+                run._driver.provider,
+                clock=self.clock,
+                progress=progress,
+            )
+        run.summary()
+        return run
+
+    def run_and_wait(
+        self, job: BatchJob, run_id: str | None = None, timeout: float | None = None
+    ) -> Run:
+        """``start`` then ``wait``: returns the terminal run."""
+        run = self.start(job, run_id=run_id)
+        run.wait(timeout=timeout)
+        return run
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with this id, rehydrated from storage (any process)."""
+        record = self.storage.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(
+                f"no run {run_id!r} in {self.storage!r}; list_runs() shows the runs it has"
+            )
+        run = self._run(record, RunConfig.from_json(record.config), job_api_key=None)
+        run.summary()
+        return run
+
+    def list_runs(self, *, active_only: bool = False) -> list[Run]:
+        """Every run in the storage, newest first (``active_only``: still running)."""
+        return [
+            self._run(record, RunConfig.from_json(record.config), job_api_key=None)
+            for record in self.storage.list_runs(active_only=active_only)
+        ]
+
+    def _run(self, record: RunRecord, config: RunConfig, *, job_api_key: str | None) -> Run:
+        api_key = job_api_key or self._api_key
+
+        def make_provider() -> OpenAIBatchProvider:
+            return OpenAIBatchProvider(
+                config.provider,
+                api_key=api_key,
+                response_schema=config.response_schema,
+                schema_name=config.schema_name,
+            )
+
+        driver = RunDriver(
+            storage=self.storage,
+            artifacts=self.artifact_store,
+            run_id=record.run_id,
+            config=config,
+            provider_factory=make_provider,
+            output_model=config.output_model,
+            clock=self.clock,
+            owner=self._owner,
+        )
+        return Run(
+            record=record,
+            storage=self.storage,
+            artifacts=self.artifact_store,
+            driver=driver,
+            clock=self.clock,
+        )
+
+
+def _check_same_job(record: RunRecord, config: RunConfig, identity: str | None) -> None:
+    problems: list[str] = []
+    if record.config_fingerprint != config.fingerprint():
+        stored = json.loads(record.config)
+        current = json.loads(config.to_json())
+        problems += [f"job config {line}" for line in describe_differences(stored, current)]
+    stored_identity = json.loads(record.source_identity) if record.source_identity else None
+    current_identity = json.loads(identity) if identity else None
+    if stored_identity != current_identity:
+        if stored_identity is None or current_identity is None:
+            problems.append(
+                "source kind: the run was started with "
+                + ("a checkpointed source" if stored_identity else "a plain iterable")
+                + ", now "
+                + ("a checkpointed source" if current_identity else "a plain iterable")
+            )
+        else:
+            problems += [
+                f"source {line}" for line in describe_differences(stored_identity, current_identity)
+            ]
+    if problems:
+        raise SourceMismatchError(
+            f"run {record.run_id!r} was started with a different source or job: "
+            + "; ".join(problems)
+            + ". Use the original input and job settings to resume, or a new run_id."
+        )
+
+
+def _temporary_root() -> str:
+    root = tempfile.mkdtemp(prefix="batchor-artifacts-")
+    atexit.register(shutil.rmtree, root, True)
+    return root

@@ -1,0 +1,120 @@
+"""The one schema, shared by SQLite, in-memory SQLite and PostgreSQL.
+
+Times are epoch seconds (floats). JSON columns hold text. Item request lines
+live in request artifacts; an item row keeps where its line is (segment,
+offset, length) plus its state and, once terminal, its result.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "batchor_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_pk", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(128), nullable=False, unique=True),
+    Column("status", String(32), nullable=False),
+    Column("control_state", String(32), nullable=False),
+    Column("control_reason", Text),
+    Column("model", String(200), nullable=False),
+    Column("config", Text, nullable=False),
+    Column("config_fingerprint", String(64), nullable=False),
+    Column("source_identity", Text),
+    Column("source_checkpoint", Text),
+    Column("ingest_complete", Boolean, nullable=False, default=False),
+    Column("item_count", BigInteger, nullable=False, default=0),
+    Column("next_segment", Integer, nullable=False, default=0),
+    Column("next_batch_number", Integer, nullable=False, default=1),
+    Column("next_sequence", BigInteger, nullable=False, default=1),
+    Column("next_submit_at", Float),
+    Column("lease_owner", String(200)),
+    Column("lease_expires_at", Float),
+    Column("last_error", Text),
+    Column("raw_outputs_exported_at", Float),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("run_pk", Integer, ForeignKey("runs.run_pk"), primary_key=True),
+    Column("item_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("item_id", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("not_before", Float),
+    Column("batch_pk", Integer),
+    Column("segment", Integer, nullable=False),
+    Column("request_offset", BigInteger, nullable=False),
+    Column("request_length", Integer, nullable=False),
+    Column("estimated_tokens", Integer, nullable=False),
+    Column("metadata", Text),
+    Column("sequence", BigInteger),
+    Column("output_text", Text),
+    Column("error_code", String(100)),
+    Column("error_message", Text),
+    Column("error_retryable", Boolean),
+    Column("input_tokens", BigInteger),
+    Column("output_tokens", BigInteger),
+    Index("ix_items_run_item_id", "run_pk", "item_id", unique=True),
+    Index("ix_items_run_status", "run_pk", "status", "item_index"),
+    Index("ix_items_batch", "batch_pk"),
+    Index("ix_items_run_sequence", "run_pk", "sequence"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("batch_pk", Integer, primary_key=True, autoincrement=True),
+    Column("run_pk", Integer, ForeignKey("runs.run_pk"), nullable=False),
+    Column("batch_number", Integer, nullable=False),
+    Column("local_key", String(200), nullable=False, unique=True),
+    Column("model", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("provider_batch_id", String(200)),
+    Column("input_file_id", String(200)),
+    Column("provider_status", String(32)),
+    Column("request_count", Integer, nullable=False),
+    Column("estimated_tokens", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("submitted_at", Float),
+    Column("finished_at", Float),
+    Column("output_artifact", Text),
+    Column("error_artifact", Text),
+    Column("error", Text),
+    Index("ix_batches_run_state", "run_pk", "state"),
+    Index("ix_batches_model_state", "model", "state"),
+)
+
+model_budgets = Table(
+    "model_budgets",
+    metadata,
+    Column("model", String(200), primary_key=True),
+)

@@ -1,0 +1,71 @@
+"""Pure decisions: packing, budgets, polling, prices."""
+
+from batchor import OpenAIEnqueueLimitConfig
+from batchor.engine.planning import (
+    BatchLimits,
+    PendingRequest,
+    estimate_cost_usd,
+    pack_batch,
+    poll_delay,
+)
+
+
+def requests(count: int, tokens: int = 10, line_bytes: int = 99) -> list[PendingRequest]:
+    return [PendingRequest(index, tokens, line_bytes) for index in range(count)]
+
+
+def test_packing_takes_every_request_that_fits_in_one_batch() -> None:
+    plan = pack_batch(requests(1000), BatchLimits(max_requests=50_000, max_bytes=10**9))
+    assert (plan.request_count, plan.last_index, plan.estimated_tokens) == (1000, 999, 10_000)
+    assert plan.bytes == 1000 * 100  # each line plus its newline
+
+
+def test_packing_stops_at_the_request_limit() -> None:
+    plan = pack_batch(requests(10), BatchLimits(max_requests=4, max_bytes=10**9))
+    assert (plan.request_count, plan.last_index) == (4, 3)
+
+
+def test_packing_stops_at_the_byte_limit() -> None:
+    plan = pack_batch(requests(10), BatchLimits(max_requests=100, max_bytes=350))
+    assert (plan.request_count, plan.bytes) == (3, 300)
+
+
+def test_packing_stops_at_the_free_token_budget() -> None:
+    limits = BatchLimits(max_requests=100, max_bytes=10**9, max_tokens=55, max_item_tokens=100)
+    plan = pack_batch(requests(10), limits)
+    assert (plan.request_count, plan.estimated_tokens) == (5, 50)
+
+
+def test_nothing_is_packed_when_the_budget_is_used_up() -> None:
+    limits = BatchLimits(max_requests=100, max_bytes=10**9, max_tokens=5, max_item_tokens=100)
+    assert pack_batch(requests(3), limits).request_count == 0
+
+
+def test_a_request_that_can_never_fit_is_reported_oversized_and_skipped() -> None:
+    pending = [PendingRequest(0, 10, 10), PendingRequest(1, 500, 10), PendingRequest(2, 10, 10)]
+    limits = BatchLimits(max_requests=100, max_bytes=10**9, max_tokens=100, max_item_tokens=100)
+    plan = pack_batch(pending, limits)
+    assert plan.oversized == [1]
+    assert (plan.request_count, plan.last_index) == (2, 2)
+
+
+def test_enqueued_token_budget_is_the_stricter_of_ratio_and_headroom() -> None:
+    by_ratio = OpenAIEnqueueLimitConfig(enqueued_token_limit=1_000_000, target_ratio=0.7)
+    by_headroom = OpenAIEnqueueLimitConfig(
+        enqueued_token_limit=1_000_000, target_ratio=0.9, headroom=200_000
+    )
+    assert by_ratio.enqueued_token_budget == 700_000
+    assert by_headroom.enqueued_token_budget == 800_000
+
+
+def test_poll_delay_is_fast_for_young_batches_and_backs_off_to_a_minute() -> None:
+    assert poll_delay(0) == 0.2
+    assert poll_delay(10) == 1.0
+    assert poll_delay(3600) == 60.0
+    assert poll_delay(3600, fixed_interval=5) == 5
+
+
+def test_cost_uses_batch_prices_of_the_longest_matching_model() -> None:
+    assert estimate_cost_usd("gpt-4.1", 1_000_000, 1_000_000) == 5.0
+    assert estimate_cost_usd("gpt-4.1-mini-2025-04-14", 1_000_000, 0) == 0.2
+    assert estimate_cost_usd("my-local-model", 10, 10) is None
