@@ -1,0 +1,233 @@
+"""What the CSV, JSONL and Parquet sources share: one file, one row-to-item mapping.
+
+A :class:`FileItemSource` owns the path (resolved to an absolute ``source_ref``),
+the lazily computed content fingerprint and an :class:`ItemBuilder`, which turns
+a parsed row into a :class:`~batchor.BatchItem` with lineage metadata and turns
+every failure of the user's row functions into a :class:`~batchor.errors.SourceRowError`
+that names the file and the row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from batchor.errors import ConfigurationError, SourceRowError
+from batchor.job import LINEAGE_KEY, BatchItem
+from batchor.sources.base import JSONValue
+
+RowT = TypeVar("RowT")
+
+_MAX_LISTED_COLUMNS = 20
+
+
+def describe_columns(names: list[str]) -> str:
+    """``a, b, c`` (shortened past 20 names) for error messages."""
+    shown = ", ".join(repr(name) for name in names[:_MAX_LISTED_COLUMNS])
+    if len(names) > _MAX_LISTED_COLUMNS:
+        shown += f", ... ({len(names)} columns)"
+    return shown or "(none)"
+
+
+class ItemBuilder(Generic[RowT]):
+    """Turns one row into a :class:`BatchItem` through the user's row functions.
+
+    ``row_number`` is only used in error messages: it is the 1-based line (CSV,
+    JSONL) or row (Parquet) number a user would look up in the file.
+    """
+
+    __slots__ = ("_item_id_from_row", "_metadata_from_row", "_payload_from_row", "_source_ref")
+
+    def __init__(
+        self,
+        *,
+        source_name: str,
+        source_ref: str,
+        item_id_from_row: Callable[[RowT], str],
+        payload_from_row: Callable[[RowT], Any] | None,
+        metadata_from_row: Callable[[RowT], Mapping[str, Any]] | None,
+    ) -> None:
+        if not callable(item_id_from_row):
+            raise ConfigurationError(
+                f"{source_name}.item_id_from_row must be callable: row -> str item id"
+            )
+        for name, function in (
+            ("payload_from_row", payload_from_row),
+            ("metadata_from_row", metadata_from_row),
+        ):
+            if function is not None and not callable(function):
+                raise ConfigurationError(f"{source_name}.{name} must be callable or None")
+        self._source_ref = source_ref
+        self._item_id_from_row = item_id_from_row
+        self._payload_from_row = payload_from_row
+        self._metadata_from_row = metadata_from_row
+
+    def build_item(self, row: RowT, item_index: int, row_number: int) -> BatchItem:
+        """The item for ``row``, the ``item_index``-th (0-based) row of the source."""
+        try:
+            item_id = self._item_id_from_row(row)
+        except Exception as exc:
+            raise self._function_error("item_id_from_row", exc, row, row_number) from exc
+        if not isinstance(item_id, str) or not item_id:
+            raise SourceRowError(
+                f"item_id_from_row must return a non-empty string, got {item_id!r}",
+                source_ref=self._source_ref,
+                row_number=row_number,
+            )
+
+        if self._payload_from_row is None:
+            payload: Any = row
+        else:
+            try:
+                payload = self._payload_from_row(row)
+            except Exception as exc:
+                raise self._function_error("payload_from_row", exc, row, row_number) from exc
+
+        lineage = {
+            "source_ref": self._source_ref,
+            "partition_id": None,
+            "source_item_index": item_index,
+            "source_primary_key": item_id,
+            "source_namespace": None,
+        }
+        if self._metadata_from_row is None:
+            return BatchItem(item_id, payload, {LINEAGE_KEY: lineage})
+        try:
+            user_metadata = self._metadata_from_row(row)
+        except Exception as exc:
+            raise self._function_error("metadata_from_row", exc, row, row_number) from exc
+        if not isinstance(user_metadata, Mapping):
+            raise SourceRowError(
+                f"metadata_from_row must return a mapping, got {type(user_metadata).__name__}",
+                source_ref=self._source_ref,
+                row_number=row_number,
+            )
+        if LINEAGE_KEY in user_metadata:
+            raise SourceRowError(
+                f"metadata_from_row returned the key {LINEAGE_KEY!r}, which built-in sources "
+                "reserve for lineage; rename that key",
+                source_ref=self._source_ref,
+                row_number=row_number,
+                field=LINEAGE_KEY,
+            )
+        return BatchItem(item_id, payload, {**user_metadata, LINEAGE_KEY: lineage})
+
+    def _function_error(
+        self, function_name: str, exc: Exception, row: object, row_number: int
+    ) -> SourceRowError:
+        if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):
+            column = exc.args[0]
+            if isinstance(row, Mapping):
+                present = describe_columns([str(key) for key in row])
+                detail = f"the row has no column {column!r} (columns: {present})"
+            else:
+                detail = f"the row has no key {column!r}"
+            return SourceRowError(
+                f"{function_name} raised KeyError: {detail}",
+                source_ref=self._source_ref,
+                row_number=row_number,
+                field=column,
+            )
+        return SourceRowError(
+            f"{function_name} raised {type(exc).__name__}: {exc}",
+            source_ref=self._source_ref,
+            row_number=row_number,
+        )
+
+
+class FileItemSource(Generic[RowT]):
+    """Base of the built-in file sources: path, fingerprint, identity, row mapping.
+
+    The file must exist when the source is created. Its sha256 is computed (by
+    streaming the file) the first time :meth:`source_identity` is called and then
+    kept for the lifetime of the instance.
+    """
+
+    kind: str = ""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        item_id_from_row: Callable[[RowT], str],
+        payload_from_row: Callable[[RowT], Any] | None,
+        metadata_from_row: Callable[[RowT], Mapping[str, Any]] | None,
+    ) -> None:
+        name = type(self).__name__
+        try:
+            given = os.fspath(path)
+        except TypeError:
+            raise ConfigurationError(
+                f"{name}.path must be a str or os.PathLike, got {type(path).__name__}"
+            ) from None
+        if not isinstance(given, str) or not given:
+            raise ConfigurationError(f"{name}.path must be a non-empty str path, got {path!r}")
+        self._source_ref = os.path.abspath(given)
+        if not os.path.exists(self._source_ref):
+            raise ConfigurationError(f"{name}: file not found: {self._source_ref}")
+        if not os.path.isfile(self._source_ref):
+            raise ConfigurationError(f"{name}: not a regular file: {self._source_ref}")
+        self._builder: ItemBuilder[RowT] = ItemBuilder(
+            source_name=name,
+            source_ref=self._source_ref,
+            item_id_from_row=item_id_from_row,
+            payload_from_row=payload_from_row,
+            metadata_from_row=metadata_from_row,
+        )
+        self._content_sha256: str | None = None
+
+    @property
+    def source_ref(self) -> str:
+        """The absolute path of the file, as it appears in lineage and identity."""
+        return self._source_ref
+
+    def source_identity(self) -> dict[str, JSONValue]:
+        """``kind``, ``source_ref``, ``content_sha256`` and the reading options."""
+        if self._content_sha256 is None:
+            with self._open_binary() as file:
+                self._content_sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+        return {
+            "kind": self.kind,
+            "source_ref": self._source_ref,
+            "content_sha256": self._content_sha256,
+            **self._reading_options(),
+        }
+
+    def _reading_options(self) -> dict[str, JSONValue]:
+        """Options that change which items are read; part of the identity."""
+        return {}
+
+    def _open_binary(self) -> io.BufferedReader:
+        try:
+            return open(self._source_ref, "rb")
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"{type(self).__name__}: file not found: {self._source_ref} "
+                "(it existed when the source was created)"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._source_ref!r})"
+
+
+def read_checkpoint_ints(
+    checkpoint: JSONValue, keys: tuple[str, ...], source_name: str
+) -> tuple[int, ...]:
+    """The non-negative integers ``keys`` of a checkpoint dict, or a clear error."""
+    if not isinstance(checkpoint, dict):
+        raise ConfigurationError(
+            f"{source_name}: a checkpoint is a dict with keys {', '.join(keys)}, got {checkpoint!r}"
+        )
+    values = []
+    for key in keys:
+        value = checkpoint.get(key)
+        if type(value) is not int or value < 0:
+            raise ConfigurationError(
+                f"{source_name}: checkpoint key {key!r} must be a non-negative int, "
+                f"got {checkpoint!r}"
+            )
+        values.append(value)
+    return tuple(values)

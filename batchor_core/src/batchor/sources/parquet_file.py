@@ -1,0 +1,160 @@
+"""``ParquetItemSource``: a Parquet file read in record batches, resumable by row index.
+
+Only the projected columns are read, a bounded number of rows at a time, and
+column chunks are streamed rather than pre-buffered, so memory does not grow
+with the file. Resuming skips whole row groups using the file metadata and
+slices the first batch, instead of decoding the skipped rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchor.errors import ConfigurationError
+from batchor.sources._files import FileItemSource, describe_columns, read_checkpoint_ints
+from batchor.sources.base import CheckpointedItem, JSONValue
+
+ParquetRow = dict[str, Any]
+
+_CHECKPOINT_KEYS = ("next_row_index",)
+_MAX_BATCH_ROWS = 16_384
+_TARGET_BATCH_BYTES = 16 * 1024 * 1024
+"""Uncompressed bytes of Arrow data decoded at once; rows become Python objects
+one batch at a time, so this (times a small factor) bounds the memory used."""
+_READ_BUFFER_BYTES = 1024 * 1024
+"""Column chunks are streamed through a buffer of this size. pyarrow's default
+(``pre_buffer=True``) loads every selected column chunk of the file up front,
+which makes memory grow with the file."""
+
+
+class ParquetItemSource(FileItemSource[ParquetRow]):
+    """Items from a Parquet file, one row at a time as ``dict[str, Any]``.
+
+    ``columns`` projects the file: only those columns are read and the row dicts
+    hold only those keys (``None`` reads every column). A name that is not a
+    top-level column of the file is an error at construction, which lists the
+    columns that exist. ``payload_from_row`` defaults to the row dict itself.
+    Row numbers in errors are 1-based row positions in the file.
+
+    Checkpoint: ``{"next_row_index": int}``, the 0-based index of the next row.
+    """
+
+    kind = "parquet"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        item_id_from_row: Callable[[ParquetRow], str],
+        payload_from_row: Callable[[ParquetRow], Any] | None = None,
+        metadata_from_row: Callable[[ParquetRow], Mapping[str, Any]] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(
+            path,
+            item_id_from_row=item_id_from_row,
+            payload_from_row=payload_from_row,
+            metadata_from_row=metadata_from_row,
+        )
+        name = type(self).__name__
+        with self._open_parquet() as parquet:
+            available: list[str] = list(parquet.schema_arrow.names)
+        self._columns: list[str] | None = None
+        if columns is not None:
+            if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+                raise ConfigurationError(
+                    f"{name}.columns must be a sequence of column names, got {columns!r}"
+                )
+            if not columns:
+                raise ConfigurationError(f"{name}.columns must name at least one column")
+            if len(set(columns)) != len(columns):
+                raise ConfigurationError(f"{name}.columns names a column twice: {columns!r}")
+            for column in columns:
+                if column not in available:
+                    raise ConfigurationError(
+                        f"{name}.columns: {column!r} is not a column of {self._source_ref}; "
+                        f"available columns: {describe_columns(available)}"
+                    )
+            self._columns = list(columns)
+
+    @property
+    def columns(self) -> list[str] | None:
+        """The projected columns, or None when every column is read."""
+        return None if self._columns is None else list(self._columns)
+
+    def _reading_options(self) -> dict[str, JSONValue]:
+        return {"columns": self.columns}
+
+    def initial_checkpoint(self) -> JSONValue:
+        """The first row."""
+        return {"next_row_index": 0}
+
+    def iter_from(self, checkpoint: JSONValue) -> Iterator[CheckpointedItem]:
+        """Rows from the checkpoint's row index on."""
+        (row_index,) = read_checkpoint_ints(checkpoint, _CHECKPOINT_KEYS, type(self).__name__)
+        build_item = self._builder.build_item
+        with self._open_parquet() as parquet:
+            metadata = parquet.metadata
+            row_groups: list[int] = []
+            first_selected_row = 0
+            group_start = 0
+            for group in range(metadata.num_row_groups):
+                group_end = group_start + metadata.row_group(group).num_rows
+                if group_end > row_index:
+                    if not row_groups:
+                        first_selected_row = group_start
+                    row_groups.append(group)
+                group_start = group_end
+            if not row_groups:
+                return
+            rows_to_skip = row_index - first_selected_row
+            batches = parquet.iter_batches(
+                batch_size=self._batch_size(parquet.metadata),
+                row_groups=row_groups,
+                columns=self._columns,
+                use_threads=False,
+            )
+            for batch in batches:
+                if rows_to_skip:
+                    if rows_to_skip >= batch.num_rows:
+                        rows_to_skip -= batch.num_rows
+                        continue
+                    batch = batch.slice(rows_to_skip)
+                    rows_to_skip = 0
+                for row in batch.to_pylist():
+                    item = build_item(row, row_index, row_index + 1)
+                    row_index += 1
+                    yield CheckpointedItem(item, {"next_row_index": row_index})
+
+    def _open_parquet(self) -> pq.ParquetFile:
+        try:
+            return pq.ParquetFile(
+                self._source_ref, pre_buffer=False, buffer_size=_READ_BUFFER_BYTES
+            )
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"{type(self).__name__}: file not found: {self._source_ref}"
+            ) from None
+        except (pa.ArrowException, OSError) as exc:
+            raise ConfigurationError(
+                f"{type(self).__name__}: cannot read {self._source_ref} as Parquet: {exc}"
+            ) from exc
+
+    def _batch_size(self, metadata: pq.FileMetaData) -> int:
+        """Rows per record batch so one batch holds about ``_TARGET_BATCH_BYTES``
+        of the projected columns (estimated from the row-group metadata)."""
+        projected = None if self._columns is None else set(self._columns)
+        total_bytes = 0
+        for group in range(metadata.num_row_groups):
+            row_group = metadata.row_group(group)
+            for index in range(row_group.num_columns):
+                column = row_group.column(index)
+                if projected is None or column.path_in_schema.split(".", 1)[0] in projected:
+                    total_bytes += column.total_uncompressed_size
+        bytes_per_row = max(1, total_bytes // max(1, metadata.num_rows))
+        return max(1, min(_MAX_BATCH_ROWS, _TARGET_BATCH_BYTES // int(bytes_per_row)))
