@@ -39,7 +39,14 @@ from batchor.results import (
 )
 from batchor.run import Run
 from batchor.runner import BatchRunner
-from batchor.sources.base import CheckpointedItem, CheckpointedItemSource
+from batchor.sources import (
+    CheckpointedItem,
+    CheckpointedItemSource,
+    CompositeItemSource,
+    CsvItemSource,
+    JsonlItemSource,
+    ParquetItemSource,
+)
 from batchor.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Storage
 
 __all__ = [
@@ -55,17 +62,21 @@ __all__ = [
     "CheckpointedItem",
     "CheckpointedItemSource",
     "ChunkPolicy",
+    "CompositeItemSource",
     "ConfigurationError",
+    "CsvItemSource",
     "DuplicateItemIdError",
     "InputError",
     "ItemBuildError",
     "ItemError",
     "ItemResult",
     "ItemStatus",
+    "JsonlItemSource",
     "LocalArtifactStore",
     "MemoryStorage",
     "OpenAIEnqueueLimitConfig",
     "OpenAIProviderConfig",
+    "ParquetItemSource",
     "PostgresStorage",
     "PromptParts",
     "ProviderError",

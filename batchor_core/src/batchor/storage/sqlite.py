@@ -27,6 +27,7 @@ def _begin_immediately_for_writes(engine: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout = 60000")
+        cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
@@ -64,8 +65,7 @@ class SQLiteStorage(Storage):
         engine = create_engine(f"sqlite+pysqlite:///{self.path}")
         _begin_immediately_for_writes(engine)
         with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
-            conn.exec_driver_sql("PRAGMA synchronous = NORMAL")
+            conn.connection.dbapi_connection.execute("PRAGMA journal_mode = WAL")  # type: ignore[union-attr]
         super().__init__(engine)
 
     def default_artifact_root(self) -> str:
