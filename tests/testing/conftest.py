@@ -1,0 +1,34 @@
+"""Shared arrangements for the local-server tests: a server on a manual clock, a real
+``openai`` client pointed at it, and the request/result kit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from local_server_kit import BatchKit, make_client
+
+from batchor.testing import LocalBatchServer, ManualClock
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def server(tmp_path: Path, clock: ManualClock) -> Iterator[LocalBatchServer]:
+    with LocalBatchServer(clock=clock, data_dir=tmp_path / "server") as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: LocalBatchServer) -> openai.OpenAI:
+    return make_client(server)
+
+
+@pytest.fixture
+def kit(client: openai.OpenAI) -> BatchKit:
+    return BatchKit(client)
