@@ -51,6 +51,7 @@ class _HttpFault:
     remaining: int | None
     retry_after: float | None
     message: str | None
+    code: str | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and path.startswith(self.path_prefix)
@@ -59,11 +60,24 @@ class _HttpFault:
         message, kind, code = _HTTP_ERROR_BODIES.get(
             self.status, (f"Injected HTTP {self.status} error.", "server_error", None)
         )
+        code = self.code or code
         headers: dict[str, str] = {}
         if self.retry_after is not None:
             seconds = self.retry_after
             headers["retry-after"] = str(int(seconds)) if seconds == int(seconds) else str(seconds)
         return ApiError(self.status, self.message or message, type=kind, code=code, headers=headers)
+
+
+@dataclass(slots=True)
+class _Stall:
+    method: str
+    path_prefix: str
+    seconds: float
+    after_processing: bool
+    remaining: int | None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method in ("*", method)) and path.startswith(self.path_prefix)
 
 
 @dataclass(slots=True)
@@ -96,6 +110,7 @@ class Faults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._http: list[_HttpFault] = []
+        self._stalls: list[_Stall] = []
         self._batches: deque[BatchFault] = deque()
         self._requests: dict[str, tuple[RequestFault, _Countdown]] = {}
         self._malformed: dict[str, tuple[MalformKind, _Countdown]] = {}
@@ -109,6 +124,7 @@ class Faults:
         times: int | None = 1,
         retry_after: float | None = None,
         message: str | None = None,
+        code: str | None = None,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` on a path starting with
         ``path_prefix`` with HTTP ``status`` and OpenAI's error envelope.
@@ -116,7 +132,8 @@ class Faults:
         ``method`` is ``"GET"``, ``"POST"``, ``"DELETE"`` or ``"*"`` (any);
         ``path_prefix`` may omit the ``/v1`` (``"/batches"`` == ``"/v1/batches"``).
         ``retry_after`` (seconds) is sent as a ``retry-after`` header.
-        ``times=None`` keeps failing until :meth:`clear`.
+        ``times=None`` keeps failing until :meth:`clear`. ``code`` sets the error
+        envelope's ``code`` (e.g. ``"insufficient_quota"`` with status 429).
         """
         if not 400 <= status <= 599:
             raise ValueError(f"status must be an HTTP error status (400-599), got {status!r}")
@@ -124,8 +141,42 @@ class Faults:
         prefix = path_prefix if path_prefix.startswith("/v1") else "/v1" + path_prefix
         with self._lock:
             self._http.append(
-                _HttpFault(method.upper(), prefix, status, times, retry_after, message)
+                _HttpFault(method.upper(), prefix, status, times, retry_after, message, code)
             )
+
+    def stall(
+        self,
+        method: str,
+        path_prefix: str,
+        seconds: float,
+        *,
+        after_processing: bool = False,
+        times: int | None = 1,
+    ) -> None:
+        """Hold the next ``times`` matching calls for ``seconds`` before answering.
+
+        With ``after_processing`` the call takes effect first (a batch is created, a
+        file stored) and only the answer is late: a client killed meanwhile has
+        done the work without learning its result. Crash tests use this.
+        """
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+        _check_times(times)
+        prefix = path_prefix if path_prefix.startswith("/v1") else "/v1" + path_prefix
+        with self._lock:
+            self._stalls.append(_Stall(method.upper(), prefix, seconds, after_processing, times))
+
+    def take_stall(self, method: str, path: str, *, after_processing: bool) -> float:
+        """Seconds to hold this call at this point (0 when no stall matches)."""
+        with self._lock:
+            for stall in self._stalls:
+                if stall.after_processing == after_processing and stall.matches(method, path):
+                    if stall.remaining is not None:
+                        stall.remaining -= 1
+                        if stall.remaining <= 0:
+                            self._stalls.remove(stall)
+                    return stall.seconds
+        return 0.0
 
     def fail_requests(
         self,
@@ -213,6 +264,7 @@ class Faults:
         """Forget every fault not yet fired."""
         with self._lock:
             self._http.clear()
+            self._stalls.clear()
             self._batches.clear()
             self._requests.clear()
             self._malformed.clear()
