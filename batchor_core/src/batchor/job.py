@@ -131,6 +131,16 @@ class BatchJob:
                 "BatchJob.structured_output must be a Pydantic model class, "
                 f"got {self.structured_output!r}"
             )
+        for name, policy_type in (
+            ("retry_policy", RetryPolicy),
+            ("chunk_policy", ChunkPolicy),
+            ("artifact_policy", ArtifactPolicy),
+        ):
+            if not isinstance(getattr(self, name), policy_type):
+                raise ConfigurationError(
+                    f"BatchJob.{name} must be a {policy_type.__name__}, "
+                    f"got {type(getattr(self, name)).__name__}"
+                )
         if len(self.batch_metadata) > 12:
             raise ConfigurationError(
                 "BatchJob.batch_metadata takes at most 12 keys (OpenAI allows 16 and batchor "

@@ -100,7 +100,7 @@ class Run:
 
     @cached_property
     def _output_model(self) -> type[BaseModel] | None:
-        return self.config.output_model()
+        return self._driver.output_model()
 
     # -- progress -----------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ import tempfile
 from datetime import UTC, datetime
 from typing import Literal
 
+from pydantic import BaseModel
+
 from batchor.artifacts.base import ArtifactStore, check_run_id
 from batchor.artifacts.local import LocalArtifactStore
 from batchor.engine.config import Clock, RunConfig, SystemClock, describe_differences
@@ -101,7 +103,12 @@ class BatchRunner:
             )
         else:
             _check_same_job(record, config, identity)
-        run = self._run(record, config, job_api_key=job.provider_config.api_key)
+        run = self._run(
+            record,
+            config,
+            job_api_key=job.provider_config.api_key,
+            output_model=job.structured_output,
+        )
         if not record.ingest_complete:
             ingest(
                 self.storage,
@@ -141,7 +148,16 @@ class BatchRunner:
             for record in self.storage.list_runs(active_only=active_only)
         ]
 
-    def _run(self, record: RunRecord, config: RunConfig, *, job_api_key: str | None) -> Run:
+    def _run(
+        self,
+        record: RunRecord,
+        config: RunConfig,
+        *,
+        job_api_key: str | None,
+        output_model: type[BaseModel] | None = None,
+    ) -> Run:
+        """A handle on ``record``. ``output_model`` is the job's own class when the
+        run was just started here; rehydrated runs import it from its reference."""
         api_key = job_api_key or self._api_key
 
         def make_provider() -> OpenAIBatchProvider:
@@ -158,7 +174,7 @@ class BatchRunner:
             run_id=record.run_id,
             config=config,
             provider_factory=make_provider,
-            output_model=config.output_model,
+            output_model=(lambda: output_model) if output_model else config.output_model,
             clock=self.clock,
             owner=self._owner,
         )

@@ -90,7 +90,7 @@ class RunDriver:
         self.config = config
         self._provider_factory = provider_factory
         self._provider: BatchProvider | None = None
-        self._output_model = output_model
+        self.output_model = output_model
         self.clock = clock
         self.owner = owner
 
@@ -397,7 +397,7 @@ class RunDriver:
         ), True  # fmt: skip
 
     def _outcomes(self, files: list[BinaryIO]) -> Iterator[RequestOutcome]:
-        model = self._output_model()
+        model = self.output_model()
         is_embeddings = self.config.provider.endpoint == "/v1/embeddings"
         for handle in files:
             for line_number, line in enumerate(handle, 1):

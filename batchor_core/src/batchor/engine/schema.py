@@ -81,10 +81,11 @@ def _check_node(node: Any, path: str, depth: int, model_name: str) -> None:
         properties = node.get("properties", {})
         missing = [name for name in properties if name not in node.get("required", [])]
         if missing:
+            missing_path = f"{path}/properties/{missing[0]}"
             raise StructuredOutputSchemaError(
-                f"{model_name}: properties {missing} at {path} must be required; "
-                "use `field: T | None` without a default for optional values",
-                path=f"{path}/properties/{missing[0]}",
+                f"{model_name}: property {missing[0]!r} at {missing_path} must be required "
+                "(strict mode has no optional fields); use `field: T | None` without a default",
+                path=missing_path,
             )
         for name, child in properties.items():
             _check_node(child, f"{path}/properties/{name}", depth + 1, model_name)
