@@ -14,7 +14,6 @@ import logging
 import re
 import shutil
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -216,9 +215,9 @@ class BatchApi:
                 raise injected
             if route is None:
                 raise ApiError(404, f"Invalid URL ({method} {path})")
-            time.sleep(self.faults.take_stall(method, path, after_processing=False))
+            self.faults.hold_if_stalled(method, path, after_processing=False)
             reply = route.handler(call)
-            time.sleep(self.faults.take_stall(method, path, after_processing=True))
+            self.faults.hold_if_stalled(method, path, after_processing=True)
         except ApiError as error:
             reply = JsonReply(error.envelope(), error.status, error.headers)
         except MultipartError as error:

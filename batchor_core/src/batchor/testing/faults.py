@@ -111,6 +111,7 @@ class Faults:
         self._lock = threading.Lock()
         self._http: list[_HttpFault] = []
         self._stalls: list[_Stall] = []
+        self._stall_release = threading.Event()
         self._batches: deque[BatchFault] = deque()
         self._requests: dict[str, tuple[RequestFault, _Countdown]] = {}
         self._malformed: dict[str, tuple[MalformKind, _Countdown]] = {}
@@ -158,6 +159,7 @@ class Faults:
         With ``after_processing`` the call takes effect first (a batch is created, a
         file stored) and only the answer is late: a client killed meanwhile has
         done the work without learning its result. Crash tests use this.
+        :meth:`clear` releases calls being held.
         """
         if seconds < 0:
             raise ValueError(f"seconds must be >= 0, got {seconds!r}")
@@ -166,17 +168,20 @@ class Faults:
         with self._lock:
             self._stalls.append(_Stall(method.upper(), prefix, seconds, after_processing, times))
 
-    def take_stall(self, method: str, path: str, *, after_processing: bool) -> float:
-        """Seconds to hold this call at this point (0 when no stall matches)."""
+    def hold_if_stalled(self, method: str, path: str, *, after_processing: bool) -> None:
+        """Hold this call while a matching stall lasts (:meth:`clear` ends it early)."""
         with self._lock:
+            release = self._stall_release
             for stall in self._stalls:
                 if stall.after_processing == after_processing and stall.matches(method, path):
                     if stall.remaining is not None:
                         stall.remaining -= 1
                         if stall.remaining <= 0:
                             self._stalls.remove(stall)
-                    return stall.seconds
-        return 0.0
+                    break
+            else:
+                return
+        release.wait(stall.seconds)
 
     def fail_requests(
         self,
@@ -265,6 +270,8 @@ class Faults:
         with self._lock:
             self._http.clear()
             self._stalls.clear()
+            self._stall_release.set()
+            self._stall_release = threading.Event()
             self._batches.clear()
             self._requests.clear()
             self._malformed.clear()
