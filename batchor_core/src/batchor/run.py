@@ -294,7 +294,7 @@ class Run:
     ) -> TerminalResultsExport:
         """Write terminal results after ``after_sequence`` to JSONL (or Parquet when
         ``path`` ends in ``.parquet``); returns the cursor to continue from."""
-        target = Path(path)
+        target = Path(path).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         results = self.iter_results(after_sequence)
         if limit is not None:
@@ -322,7 +322,7 @@ class Run:
         """Copy the run's artifacts plus ``results.jsonl`` into ``directory/<run_id>/``
         and write ``manifest.json`` (path, bytes, sha256 of each file)."""
         record = self._require_terminal("export_artifacts()")
-        destination = Path(directory) / self.run_id
+        destination = Path(directory).resolve() / self.run_id
         destination.mkdir(parents=True, exist_ok=True)
         prefix = run_prefix(self.run_id)
         exported: list[str] = []
