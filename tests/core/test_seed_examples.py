@@ -242,9 +242,13 @@ def test_choosing_storage_with_a_shared_control_plane() -> None:
     server_url = sqlalchemy.engine.make_url(postgres_dsn())
     admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        if not conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname='batchor'")).first():
+        if not conn.execute(
+            sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname='batchor'")
+        ).first():
             conn.execute(sqlalchemy.text("CREATE DATABASE batchor"))
-        if not conn.execute(sqlalchemy.text("SELECT 1 FROM pg_roles WHERE rolname=current_user")).first():
+        if not conn.execute(
+            sqlalchemy.text("SELECT 1 FROM pg_roles WHERE rolname=current_user")
+        ).first():
             pytest.skip("no role for the current OS user")
     admin.dispose()
     try:
