@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from batchor.artifacts.base import ArtifactStore, check_run_id
 from batchor.artifacts.local import LocalArtifactStore
 from batchor.engine.config import Clock, RunConfig, SystemClock, describe_differences
-from batchor.engine.driver import RunDriver, new_lease_owner
+from batchor.engine.driver import LEASE_TTL_SECONDS, RunDriver, new_lease_owner
 from batchor.engine.ingest import ProgressCallback, ingest
 from batchor.errors import ConfigurationError, RunNotFoundError, SourceMismatchError
 from batchor.job import BatchJob
@@ -40,6 +40,10 @@ class BatchRunner:
     :class:`PostgresStorage`. ``artifact_store`` defaults to a directory beside
     the SQLite file (a temporary directory for memory storage). ``api_key``
     overrides the key used to drive rehydrated runs (else ``$OPENAI_API_KEY``).
+    ``lease_ttl`` is how long, in seconds, a run stays leased to this runner's
+    process after its last sign of life; another process takes the run over
+    only once that has passed (or at once if it sees the holder's pid is dead
+    on the same host). It must exceed the longest step.
     """
 
     def __init__(
@@ -49,7 +53,10 @@ class BatchRunner:
         *,
         api_key: str | None = None,
         clock: Clock | None = None,
+        lease_ttl: float = LEASE_TTL_SECONDS,
     ) -> None:
+        if lease_ttl <= 0:
+            raise ConfigurationError(f"lease_ttl must be > 0 seconds, got {lease_ttl!r}")
         if storage is None:
             storage = SQLiteStorage(name="default")
         elif storage == "memory":
@@ -68,6 +75,12 @@ class BatchRunner:
         self.clock: Clock = clock or SystemClock()
         self._api_key = api_key
         self._owner = new_lease_owner()
+        self.lease_ttl = lease_ttl
+
+    @property
+    def lease_owner(self) -> str:
+        """The owner id (``host:pid:random``) this runner's steps hold run leases under."""
+        return self._owner
 
     def __repr__(self) -> str:
         return f"BatchRunner(storage={self.storage!r}, artifact_store={self.artifact_store!r})"
@@ -177,6 +190,7 @@ class BatchRunner:
             output_model=(lambda: output_model) if output_model else config.output_model,
             clock=self.clock,
             owner=self._owner,
+            lease_ttl=self.lease_ttl,
         )
         return Run(
             record=record,

@@ -83,6 +83,7 @@ class RunDriver:
         output_model: Callable[[], type[BaseModel] | None],
         clock: Clock,
         owner: str,
+        lease_ttl: float = LEASE_TTL_SECONDS,
     ) -> None:
         self.storage = storage
         self.artifacts = artifacts
@@ -93,6 +94,7 @@ class RunDriver:
         self.output_model = output_model
         self.clock = clock
         self.owner = owner
+        self.lease_ttl = lease_ttl
 
     @property
     def provider(self) -> BatchProvider:
@@ -116,7 +118,7 @@ class RunDriver:
             return False
         steal = record.lease_owner if _is_dead_local_owner(record.lease_owner) else None
         if not self.storage.try_acquire_lease(
-            record.run_pk, self.owner, now=self.clock.now(), ttl=LEASE_TTL_SECONDS, steal_from=steal
+            record.run_pk, self.owner, now=self.clock.now(), ttl=self.lease_ttl, steal_from=steal
         ):
             return False
         try:
@@ -156,7 +158,7 @@ class RunDriver:
 
     def _renew_lease(self, record: RunRecord) -> None:
         self.storage.try_acquire_lease(
-            record.run_pk, self.owner, now=self.clock.now(), ttl=LEASE_TTL_SECONDS
+            record.run_pk, self.owner, now=self.clock.now(), ttl=self.lease_ttl
         )
 
     def _handle_provider_error(self, record: RunRecord, exc: openai.APIError) -> None:
