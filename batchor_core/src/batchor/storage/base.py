@@ -234,6 +234,29 @@ class Storage:
     def _lock_for_migration(self, conn: Connection) -> None:
         """Serialize schema creation between processes (PostgreSQL overrides)."""
 
+    @staticmethod
+    def _executemany(conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
+        """Execute ``statement`` once per row, compiled once and sent straight to the
+        driver: SQLAlchemy's per-row parameter processing dominates bulk writes
+        otherwise. Only for statements whose parameters need no type processing
+        (plain ints, floats, strings, booleans, None)."""
+        translate = conn.get_execution_options().get("schema_translate_map")
+        compiled = statement.compile(
+            dialect=conn.dialect,
+            schema_translate_map=translate,
+            render_schema_translate=bool(translate),
+        )
+        fixed = compiled.params
+        if compiled.positiontup is not None:
+            order = compiled.positiontup
+            parameters: list[Any] = [
+                tuple(row[name] if name in row else fixed[name] for name in order) for row in rows
+            ]
+        else:
+            parameters = [{**fixed, **row} for row in rows]
+        for start in range(0, len(parameters), _WRITE_CHUNK):
+            conn.exec_driver_sql(compiled.string, parameters[start : start + _WRITE_CHUNK])
+
     def _insert(self, table: Any) -> Any:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(table)
@@ -389,8 +412,10 @@ class Storage:
             for item in new_items
         ]
         with self._write() as conn:
-            for start in range(0, len(rows), _WRITE_CHUNK):
-                conn.execute(items.insert(), rows[start : start + _WRITE_CHUNK])
+            if rows:
+                self._executemany(
+                    conn, items.insert().values({key: bindparam(key) for key in rows[0]}), rows
+                )
             conn.execute(
                 update(runs)
                 .where(runs.c.run_pk == run_pk)
@@ -679,7 +704,8 @@ class Storage:
         retry: RetrySchedule,
         now: float,
     ) -> None:
-        conn.execute(
+        self._executemany(
+            conn,
             update(items)
             .where(
                 items.c.run_pk == batch.run_pk,
@@ -857,6 +883,102 @@ class Storage:
             if len(page) < _WRITE_CHUNK:
                 return
             cursor = page[-1].sequence or cursor
+
+    # -- workers ------------------------------------------------------------------------
+
+    def claim_runs(
+        self,
+        owner: str,
+        *,
+        now: float,
+        ttl: float,
+        limit: int,
+        after_run_pk: int = 0,
+        steal_from: Iterable[str] = (),
+    ) -> list[RunRecord]:
+        """Lease to ``owner`` up to ``limit`` runs that need driving, the first ones in
+        ``run_pk`` order after ``after_run_pk``, and return them.
+
+        A run needs driving when it is running, fully ingested and not paused with
+        nothing in flight (see :meth:`count_runs_to_drive`). It is claimable when its
+        lease is free, expired, already ``owner``'s, or held by one of ``steal_from``
+        (holders known to be dead). The lease is the one :meth:`try_acquire_lease`
+        takes, so ``owner``'s driver renews it and releases it after its step. On
+        PostgreSQL the candidates are locked ``FOR UPDATE SKIP LOCKED``: workers
+        claiming at the same moment get disjoint runs instead of queueing behind each
+        other's transactions (SQLite serializes writers instead).
+        """
+        lease_free = [
+            runs.c.lease_owner.is_(None),
+            runs.c.lease_owner == owner,
+            runs.c.lease_expires_at < now,
+        ]
+        dead_owners = sorted(set(steal_from))
+        if dead_owners:
+            lease_free.append(runs.c.lease_owner.in_(dead_owners))
+        with self._write() as conn:
+            run_pks = list(
+                conn.execute(
+                    select(runs.c.run_pk)
+                    .where(self._needs_driving(), runs.c.run_pk > after_run_pk, or_(*lease_free))
+                    .order_by(runs.c.run_pk)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True, of=runs)
+                ).scalars()
+            )
+            if not run_pks:
+                return []
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_pk.in_(run_pks))
+                .values(lease_owner=owner, lease_expires_at=now + ttl)
+            )
+            rows = conn.execute(
+                select(runs).where(runs.c.run_pk.in_(run_pks)).order_by(runs.c.run_pk)
+            ).mappings()
+            return [_run_record(row) for row in rows]
+
+    def count_runs_to_drive(self) -> int:
+        """How many runs still need a driver: running, fully ingested, and not paused
+        with nothing in flight (a paused run whose batches are all collected waits for
+        ``resume()``; one whose items are all terminal still needs its final step)."""
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(runs).where(self._needs_driving())
+                ).scalar_one()
+            )
+
+    def run_lease_owners(self) -> set[str]:
+        """The owners currently holding leases on running runs (live or not)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(runs.c.lease_owner)
+                .where(runs.c.status == RunStatus.RUNNING.value, runs.c.lease_owner.is_not(None))
+                .distinct()
+            )
+            return {row[0] for row in rows}
+
+    @staticmethod
+    def _needs_driving() -> Any:
+        in_flight = (
+            select(batches.c.batch_pk)
+            .where(
+                batches.c.run_pk == runs.c.run_pk,
+                batches.c.state.in_([state.value for state in ACTIVE_BATCH_STATES]),
+            )
+            .exists()
+        )
+        pending = (
+            select(items.c.item_index)
+            .where(items.c.run_pk == runs.c.run_pk, items.c.status == ItemStatus.PENDING.value)
+            .exists()
+        )
+        return and_(
+            runs.c.status == RunStatus.RUNNING.value,
+            runs.c.ingest_complete.is_(True),
+            or_(runs.c.control_state != RunControlState.PAUSED.value, in_flight, ~pending),
+        )
 
 
 def _ready_items(run_pk: int, now: float) -> Any:

@@ -62,7 +62,7 @@ class SQLiteStorage(Storage):
             path = batchor_home() / f"{name}.sqlite3"
         self.path = Path(path).expanduser().resolve()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(f"sqlite+pysqlite:///{self.path}")
+        engine = create_engine(f"sqlite+pysqlite:///{self.path}", paramstyle="named")
         _begin_immediately_for_writes(engine)
         with engine.connect() as conn:
             conn.connection.dbapi_connection.execute("PRAGMA journal_mode = WAL")  # type: ignore[union-attr]
@@ -78,6 +78,7 @@ class MemoryStorage(Storage):
     def __init__(self) -> None:
         engine = create_engine(
             "sqlite+pysqlite://",
+            paramstyle="named",
             poolclass=StaticPool,
             connect_args={"check_same_thread": False},
         )

@@ -1,0 +1,167 @@
+"""End-to-end benchmark: a structured-output job through the local server.
+
+    python benchmarks/run_benchmark.py [--items 100000]
+
+Runs the same job twice, each in a fresh subprocess against one local server
+(in this process, instant pacing): once with batchor (durable SQLite run) and
+once as the floor, a minimal non-durable script on the raw ``openai`` SDK
+(write JSONL, upload, create, poll, download, parse). Prints wall time, items/s,
+peak RSS, batches and HTTP calls for each, and batchor's storage bytes per item.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from batchor.testing import LocalBatchServer
+
+WORK = Path(__file__).parent / ".work"
+
+COMMON = """
+import json, resource, sys, time
+from typing import Literal
+from pydantic import BaseModel
+
+class Triage(BaseModel):
+    topic: Literal["billing", "shipping", "returns", "account", "other"]
+    urgency: int
+    summary: str
+
+ITEMS = int(sys.argv[1]); BASE_URL = sys.argv[2]; WORK = sys.argv[3]
+SYSTEM = "Classify the support ticket: topic, urgency 1-5, one-line summary."
+
+def text(n):
+    return f"Ticket {n}: my order #{n * 7919 % 100000} arrived late and the box was damaged."
+
+def report(**fields):
+    fields["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(fields))
+"""
+
+BATCHOR = (
+    COMMON
+    + """
+from pathlib import Path
+from batchor import (BatchItem, BatchJob, BatchRunner, LocalArtifactStore,
+                     OpenAIProviderConfig, PromptParts, SQLiteStorage)
+
+started = time.perf_counter()
+runner = BatchRunner(storage=SQLiteStorage(path=Path(WORK) / "runs.sqlite3"),
+                     artifact_store=LocalArtifactStore(Path(WORK) / "artifacts"))
+job = BatchJob(
+    items=(BatchItem(item_id=f"t{n}", payload=text(n)) for n in range(ITEMS)),
+    build_prompt=lambda item: PromptParts(prompt=item.payload, system_prompt=SYSTEM),
+    structured_output=Triage,
+    provider_config=OpenAIProviderConfig(model="gpt-4.1-mini", api_key="sk-bench", base_url=BASE_URL),
+)
+run = runner.start(job)
+ingested = time.perf_counter()
+summary = run.wait()
+finished = time.perf_counter()
+parsed = sum(1 for result in run.iter_results() if isinstance(result.output, Triage))
+report(wall_s=time.perf_counter() - started, ingest_s=ingested - started,
+       run_s=finished - ingested, parsed=parsed, status=summary.status.value)
+"""
+)
+
+FLOOR = (
+    COMMON
+    + """
+from pathlib import Path
+import openai
+
+started = time.perf_counter()
+client = openai.OpenAI(api_key="sk-bench", base_url=BASE_URL)
+schema = Triage.model_json_schema()
+schema["additionalProperties"] = False
+fmt = {"format": {"type": "json_schema", "name": "Triage", "schema": schema, "strict": True}}
+batch_ids = []
+for part, start in enumerate(range(0, ITEMS, 50_000)):
+    path = Path(WORK) / f"floor-{part}.jsonl"
+    with path.open("w") as handle:
+        for n in range(start, min(start + 50_000, ITEMS)):
+            body = {"model": "gpt-4.1-mini", "input": text(n), "instructions": SYSTEM, "text": fmt}
+            handle.write(json.dumps({"custom_id": f"t{n}", "method": "POST",
+                                     "url": "/v1/responses", "body": body}) + "\\n")
+    with path.open("rb") as handle:
+        file_id = client.files.create(file=handle, purpose="batch").id
+    batch_ids.append(client.batches.create(input_file_id=file_id, endpoint="/v1/responses",
+                                           completion_window="24h").id)
+parsed = 0
+for batch_id in batch_ids:
+    while (batch := client.batches.retrieve(batch_id)).status not in ("completed", "failed", "expired"):
+        time.sleep(0.2)
+    for line in client.files.content(batch.output_file_id).iter_lines():
+        record = json.loads(line)
+        for output in record["response"]["body"]["output"]:
+            for content in output["content"]:
+                Triage.model_validate_json(content["text"])
+                parsed += 1
+report(wall_s=time.perf_counter() - started, parsed=parsed, status="completed")
+"""
+)
+
+
+def run_child(code: str, items: int, server: LocalBatchServer, work: Path) -> dict[str, object]:
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    batches_before = len(server.batches)
+    server.reset_counts()
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), str(items), server.base_url, str(work)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(done.stderr)
+    figures: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    figures["batches"] = len(server.batches) - batches_before
+    figures["http_calls"] = sum(server.call_counts.values())
+    figures["items_per_s"] = items / float(figures["wall_s"])  # type: ignore[arg-type]
+    return figures
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    args = parser.parse_args()
+    with LocalBatchServer(data_dir=WORK / "server") as server:
+        floor = run_child(FLOOR, args.items, server, WORK / "floor")
+        batchor = run_child(BATCHOR, args.items, server, WORK / "batchor")
+    database = sum(
+        path.stat().st_size for path in (WORK / "batchor").glob("runs.sqlite3*") if path.is_file()
+    )
+    artifacts = directory_bytes(WORK / "batchor" / "artifacts")
+    print(f"{args.items} structured-output items through the local server (instant pacing)")
+    print(f"{'':26}{'batchor':>12}{'raw SDK floor':>16}")
+    for key, unit in [
+        ("wall_s", "s"),
+        ("items_per_s", "items/s"),
+        ("peak_rss_mb", "MB"),
+        ("batches", ""),
+        ("http_calls", ""),
+        ("parsed", "items"),
+    ]:
+        label = f"{key} ({unit})" if unit else key
+        print(f"{label:26}{batchor[key]:>12.6g}{floor[key]:>16.6g}")
+    print(f"batchor ingest / run phase: {batchor['ingest_s']:.1f} s / {batchor['run_s']:.1f} s")
+    print(f"batchor wall time vs floor: {float(batchor['wall_s']) / float(floor['wall_s']):.2f}x")  # type: ignore[arg-type]
+    print(
+        f"storage per item: {database / args.items:.0f} B database + "
+        f"{artifacts / args.items:.0f} B artifacts"
+    )
+
+
+if __name__ == "__main__":
+    main()
