@@ -58,7 +58,9 @@ job = BatchJob(
     items=(BatchItem(item_id=f"t{n}", payload=text(n)) for n in range(ITEMS)),
     build_prompt=lambda item: PromptParts(prompt=item.payload, system_prompt=SYSTEM),
     structured_output=Triage,
-    provider_config=OpenAIProviderConfig(model="gpt-4.1-mini", api_key="sk-bench", base_url=BASE_URL),
+    provider_config=OpenAIProviderConfig(
+        model="gpt-4.1-mini", api_key="sk-bench", base_url=BASE_URL
+    ),
 )
 run = runner.start(job)
 ingested = time.perf_counter()
@@ -95,7 +97,10 @@ for part, start in enumerate(range(0, ITEMS, 50_000)):
                                            completion_window="24h").id)
 parsed = 0
 for batch_id in batch_ids:
-    while (batch := client.batches.retrieve(batch_id)).status not in ("completed", "failed", "expired"):
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in ("completed", "failed", "expired"):
+            break
         time.sleep(0.2)
     for line in client.files.content(batch.output_file_id).iter_lines():
         record = json.loads(line)
