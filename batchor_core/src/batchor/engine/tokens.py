@@ -24,6 +24,7 @@ REQUEST_OVERHEAD_TOKENS = 3
 
 _ENCODING_NAME = "o200k_base"
 _ENCODING_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+_ENCODING_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 
 
 def estimate_text_tokens_by_bytes(text: str) -> int:
@@ -38,10 +39,20 @@ def _tiktoken_cache_path() -> str:
     return os.path.join(cache_dir, hashlib.sha1(_ENCODING_URL.encode()).hexdigest())
 
 
+def _encoding_is_cached() -> bool:
+    """Whether tiktoken would load its encoding without the network: the cached
+    file exists and is intact (a damaged one would make tiktoken download again)."""
+    try:
+        with open(_tiktoken_cache_path(), "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest() == _ENCODING_SHA256
+    except OSError:
+        return False
+
+
 @functools.cache
 def text_token_counter() -> Callable[[str], int]:
     """The best token counter available offline, chosen once per process."""
-    if os.path.exists(_tiktoken_cache_path()):
+    if _encoding_is_cached():
         try:
             import tiktoken
 
