@@ -1,1 +1,57 @@
-"""Dagster integration for batchor."""
+"""Dagster integration for batchor: a resource, an asset factory with its sensor,
+a Parquet IO manager and a run-control job.
+
+.. code-block:: python
+
+    from dagster import Definitions, EnvVar
+    from batchor_dagster import BatchorParquetIOManager, BatchorResource, batchor_assets
+
+    triage = batchor_assets(
+        name="ticket_triage",
+        upstream=support_tickets,
+        item_id_column="ticket_id",
+        build_prompt=build_prompt,
+        provider_config=OpenAIProviderConfig(model="gpt-4.1-mini"),
+        structured_output=TicketTriage,
+    )
+    defs = Definitions(
+        assets=[support_tickets, *triage.assets],
+        sensors=[triage.sensor],
+        resources={
+            "batchor": BatchorResource(storage="runs.sqlite3", api_key=EnvVar("OPENAI_API_KEY")),
+            "batchor_parquet_io_manager": BatchorParquetIOManager(),
+        },
+    )
+"""
+
+from batchor_dagster.assets import (
+    FAILURE_RATE_CHECK,
+    BatchorAssets,
+    BatchorResultsConfig,
+    batchor_assets,
+)
+from batchor_dagster.control import (
+    BatchorRunControlConfig,
+    batchor_run_control_job,
+    build_run_control_job,
+)
+from batchor_dagster.io_manager import BatchorParquetIOManager
+from batchor_dagster.materializations import RUN_ID_METADATA_KEY, RUN_ID_TAG
+from batchor_dagster.resource import BatchorResource
+from batchor_dagster.translator import BatchorAssetProps, BatchorTranslator
+
+__all__ = [
+    "FAILURE_RATE_CHECK",
+    "RUN_ID_METADATA_KEY",
+    "RUN_ID_TAG",
+    "BatchorAssetProps",
+    "BatchorAssets",
+    "BatchorParquetIOManager",
+    "BatchorResource",
+    "BatchorResultsConfig",
+    "BatchorRunControlConfig",
+    "BatchorTranslator",
+    "batchor_assets",
+    "batchor_run_control_job",
+    "build_run_control_job",
+]

@@ -1,0 +1,125 @@
+"""``BatchorResource``: where batchor keeps its runs, and how it reaches OpenAI.
+
+The resource is the one place a Dagster deployment configures batchor. Assets,
+sensors and ops ask it for a :class:`~batchor.BatchRunner` (or a
+:class:`~batchor.Run` by id); it never hands the API key to anything that
+stores or logs: the key lives only in the resource's memory and in the
+provider client it builds. Pass it with ``EnvVar("OPENAI_API_KEY")`` so run
+config and the UI show the variable's name, never its value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, PrivateAttr
+
+from batchor import (
+    BatchRunner,
+    ConfigurationError,
+    LocalArtifactStore,
+    OpenAIProviderConfig,
+    PostgresStorage,
+    Run,
+    SQLiteStorage,
+    Storage,
+)
+from dagster import ConfigurableResource, InitResourceContext
+
+_POSTGRES_PREFIXES = ("postgresql://", "postgresql+", "postgres://")
+
+
+class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]
+    """batchor's storage, artifacts and OpenAI settings for a Dagster deployment.
+
+    Every process that drives a run (the submit asset's run worker, the sensor in
+    the code server, the results asset, the run-control job) must see the same
+    ``storage`` and ``artifact_root``, so use paths every process can reach.
+
+    Example::
+
+        BatchorResource(
+            storage="/srv/batchor/runs.sqlite3",
+            api_key=EnvVar("OPENAI_API_KEY"),
+        )
+    """
+
+    storage: str = Field(
+        description=(
+            "Where runs are kept: a SQLite file path, or a PostgreSQL DSN "
+            "(postgresql+psycopg://...). Pass a DSN that holds a password with EnvVar."
+        ),
+    )
+    artifact_root: str | None = Field(
+        default=None,
+        description=(
+            "Directory for request and raw output artifacts. Default: beside the SQLite "
+            "file; required with PostgreSQL."
+        ),
+    )
+    api_key: str | None = Field(
+        default=None,
+        description="OpenAI API key; use EnvVar('OPENAI_API_KEY'). None: $OPENAI_API_KEY.",
+    )
+    base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL (a proxy, or the local batchor server).",
+    )
+
+    _runner: BatchRunner | None = PrivateAttr(default=None)
+
+    def get_runner(self) -> BatchRunner:
+        """The runner on this resource's storage (built once, then reused)."""
+        if self._runner is None:
+            self._runner = BatchRunner(
+                storage=self._open_storage(),
+                artifact_store=self._artifact_store(),
+                api_key=self.api_key,
+            )
+        return self._runner
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with this id, rehydrated from storage; :class:`~batchor.RunNotFoundError`
+        if there is none."""
+        return self.get_runner().get_run(run_id)
+
+    def provider_config(self, config: OpenAIProviderConfig) -> OpenAIProviderConfig:
+        """``config`` with this resource's ``api_key`` and ``base_url`` filled in (a value
+        set on the resource wins; the key is excluded from everything a run stores)."""
+        updates: dict[str, Any] = {}
+        if self.api_key:
+            updates["api_key"] = self.api_key
+        if self.base_url:
+            updates["base_url"] = self.base_url
+        return config.model_copy(update=updates) if updates else config
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._runner is not None:
+            self._runner.storage.dispose()
+            self._runner = None
+
+    def _open_storage(self) -> Storage:
+        location = self.storage.strip()
+        if not location:
+            raise ConfigurationError("BatchorResource.storage must name a SQLite file or a DSN")
+        if location == "memory":
+            raise ConfigurationError(
+                "BatchorResource.storage cannot be 'memory': the sensor and the assets run in "
+                "different processes and must share one durable storage; use a SQLite path"
+            )
+        if location.startswith(_POSTGRES_PREFIXES):
+            if self.artifact_root is None:
+                raise ConfigurationError(
+                    "BatchorResource.artifact_root is required with PostgreSQL storage: a "
+                    "directory every worker can reach"
+                )
+            return PostgresStorage(location)
+        if "://" in location:
+            raise ConfigurationError(
+                "BatchorResource.storage must be a SQLite file path or a postgresql:// DSN, "
+                f"got a URL with scheme {location.split('://', 1)[0]!r}"
+            )
+        return SQLiteStorage(path=location)
+
+    def _artifact_store(self) -> LocalArtifactStore | None:
+        return None if self.artifact_root is None else LocalArtifactStore(self.artifact_root)

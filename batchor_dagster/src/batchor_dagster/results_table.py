@@ -1,0 +1,266 @@
+"""Terminal results as an Arrow table: one row per item, one column per output field.
+
+Columns, in order:
+
+- ``item_id``, ``status`` (``completed`` / ``failed``);
+- the output: one column per field of the structured-output model (typed:
+  strings, integers, floats, booleans, lists and nested structs; anything else
+  as JSON text), or ``output_text`` for plain text jobs, or ``embedding``
+  (``list<double>``) for ``/v1/embeddings``;
+- ``error_code``, ``error_message``, ``attempts``, ``input_tokens``,
+  ``output_tokens``, ``sequence`` (terminal order);
+- ``lineage`` (struct: ``source_ref``, ``partition_id``, ``source_item_index``,
+  ``source_primary_key``, ``source_namespace``) and ``metadata`` (the item's
+  other metadata as JSON text, or null).
+
+A model field whose name is one of these fixed columns is written as
+``output_<name>``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import types
+import typing
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel
+
+from batchor import ItemResult
+from batchor.job import LINEAGE_KEY
+
+FIXED_COLUMNS = frozenset(
+    {
+        "item_id",
+        "status",
+        "output_text",
+        "embedding",
+        "error_code",
+        "error_message",
+        "attempts",
+        "input_tokens",
+        "output_tokens",
+        "sequence",
+        "lineage",
+        "metadata",
+    }
+)
+
+LINEAGE_TYPE = pa.struct(
+    [
+        ("source_ref", pa.string()),
+        ("partition_id", pa.string()),
+        ("source_item_index", pa.int64()),
+        ("source_primary_key", pa.string()),
+        ("source_namespace", pa.string()),
+    ]
+)
+_PAGE_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class _OutputColumn:
+    column: str
+    field: str | None  # the model field, None for output_text / embedding
+    arrow_type: pa.DataType
+    as_json: bool  # written as JSON text (types Arrow cannot hold faithfully)
+
+
+class ResultsTableLayout:
+    """The Arrow schema of a job's results and how each result becomes a row."""
+
+    def __init__(self, structured_output: type[BaseModel] | None, endpoint: str) -> None:
+        if structured_output is not None:
+            self._outputs = [
+                _model_field_column(name, field.annotation)
+                for name, field in structured_output.model_fields.items()
+            ]
+        elif endpoint == "/v1/embeddings":
+            self._outputs = [_OutputColumn("embedding", None, pa.list_(pa.float64()), False)]
+        else:
+            self._outputs = [_OutputColumn("output_text", None, pa.string(), False)]
+        self._structured = structured_output is not None
+        self.schema = pa.schema(
+            [
+                ("item_id", pa.string()),
+                ("status", pa.string()),
+                *[(output.column, output.arrow_type) for output in self._outputs],
+                ("error_code", pa.string()),
+                ("error_message", pa.string()),
+                ("attempts", pa.int64()),
+                ("input_tokens", pa.int64()),
+                ("output_tokens", pa.int64()),
+                ("sequence", pa.int64()),
+                ("lineage", LINEAGE_TYPE),
+                ("metadata", pa.string()),
+            ]
+        )
+
+    @property
+    def output_columns(self) -> list[str]:
+        return [output.column for output in self._outputs]
+
+    def record_batch(
+        self, results: Iterable[ItemResult], *, partition_key: str | None = None
+    ) -> pa.RecordBatch:
+        """One record batch of ``results``. ``partition_key`` fills ``lineage.partition_id``
+        where the source did not set it (file sources do not know the partition)."""
+        columns: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        for result in results:
+            columns["item_id"].append(result.item_id)
+            columns["status"].append(result.status.value)
+            self._append_outputs(columns, result)
+            columns["error_code"].append(result.error.code if result.error else None)
+            columns["error_message"].append(result.error.message if result.error else None)
+            columns["attempts"].append(result.attempts)
+            columns["input_tokens"].append(result.usage.input_tokens)
+            columns["output_tokens"].append(result.usage.output_tokens)
+            columns["sequence"].append(result.sequence)
+            metadata = dict(result.metadata)
+            lineage = metadata.pop(LINEAGE_KEY, None)
+            columns["lineage"].append(_lineage_row(lineage, partition_key))
+            columns["metadata"].append(json.dumps(metadata) if metadata else None)
+        return pa.RecordBatch.from_pydict(columns, schema=self.schema)
+
+    def table(self, results: Iterable[ItemResult], *, partition_key: str | None = None) -> pa.Table:
+        """Every result, converted a bounded page at a time."""
+        batches = [self.record_batch(page, partition_key=partition_key) for page in _pages(results)]
+        return pa.Table.from_batches(batches, schema=self.schema)
+
+    def _append_outputs(self, columns: dict[str, list[Any]], result: ItemResult) -> None:
+        output = result.output
+        if not self._structured:
+            (only,) = self._outputs
+            value = output if only.column == "embedding" else result.output_text
+            columns[only.column].append(value)
+            return
+        data = output.model_dump(mode="json") if isinstance(output, BaseModel) else None
+        for column in self._outputs:
+            if data is None:
+                columns[column.column].append(None)
+                continue
+            value = data.get(column.field or "")
+            columns[column.column].append(
+                json.dumps(value) if column.as_json and value is not None else value
+            )
+
+
+def preview_markdown(table: pa.Table, *, rows: int = 10, width: int = 60) -> str:
+    """The first ``rows`` rows as a Markdown table (long cells shortened to ``width``)."""
+    shown = [name for name in table.column_names if name not in ("lineage", "metadata")]
+    head = table.select(shown).slice(0, rows).to_pylist()
+    lines = [
+        "| " + " | ".join(shown) + " |",
+        "| " + " | ".join("---" for _ in shown) + " |",
+    ]
+    for row in head:
+        lines.append("| " + " | ".join(_cell(row[name], width) for name in shown) + " |")
+    if table.num_rows > rows:
+        lines.append(f"\n_{rows} of {table.num_rows} rows_")
+    return "\n".join(lines)
+
+
+def _cell(value: Any, width: int) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = text.replace("\n", " ").replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _pages(results: Iterable[ItemResult]) -> Iterator[list[ItemResult]]:
+    page: list[ItemResult] = []
+    for result in results:
+        page.append(result)
+        if len(page) >= _PAGE_ROWS:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def _lineage_row(lineage: Any, partition_key: str | None) -> dict[str, Any] | None:
+    if not isinstance(lineage, Mapping):
+        return None if partition_key is None else {"partition_id": partition_key}
+    index = lineage.get("source_item_index")
+    return {
+        "source_ref": _optional_text(lineage.get("source_ref")),
+        "partition_id": _optional_text(lineage.get("partition_id")) or partition_key,
+        "source_item_index": index if isinstance(index, int) else None,
+        "source_primary_key": _optional_text(lineage.get("source_primary_key")),
+        "source_namespace": _optional_text(lineage.get("source_namespace")),
+    }
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _model_field_column(name: str, annotation: Any) -> _OutputColumn:
+    column = f"output_{name}" if name in FIXED_COLUMNS else name
+    arrow_type = arrow_type_for(annotation)
+    if arrow_type is None:
+        return _OutputColumn(column, name, pa.string(), True)
+    return _OutputColumn(column, name, arrow_type, False)
+
+
+def arrow_type_for(annotation: Any) -> pa.DataType | None:
+    """The Arrow type that holds a field's JSON-mode value, or ``None`` when only JSON
+    text can (mixed unions, free-form dicts, ``Any``)."""
+    annotation = _without_none(annotation)
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return pa.bool_()
+    if annotation is int:
+        return pa.int64()
+    if annotation is float:
+        return pa.float64()
+    if annotation is str:
+        return pa.string()
+    if origin is Literal:
+        values = typing.get_args(annotation)
+        if all(isinstance(value, bool) for value in values):
+            return pa.bool_()
+        if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
+            return pa.int64()
+        if all(isinstance(value, str) for value in values):
+            return pa.string()
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        member_values = [member.value for member in annotation]
+        if all(isinstance(value, str) for value in member_values):
+            return pa.string()
+        if all(isinstance(value, int) and not isinstance(value, bool) for value in member_values):
+            return pa.int64()
+        return None
+    if origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set):
+        args = [arg for arg in typing.get_args(annotation) if arg is not Ellipsis]
+        if len(set(args)) != 1:
+            return None
+        inner = arrow_type_for(args[0])
+        return None if inner is None else pa.list_(inner)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = []
+        for name, field in annotation.model_fields.items():
+            inner = arrow_type_for(field.annotation)
+            if inner is None:
+                return None
+            fields.append((name, inner))
+        return pa.struct(fields)
+    return None
+
+
+def _without_none(annotation: Any) -> Any:
+    """``X`` for ``X | None`` / ``Optional[X]``; anything else unchanged."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    if origin is typing.Annotated:
+        return _without_none(typing.get_args(annotation)[0])
+    return annotation

@@ -1,0 +1,237 @@
+"""The sensor that drives a job's in-flight runs and requests their results.
+
+Each tick it reads new materializations of the submit asset (from a stored
+event-log position), steps at most ``runs_per_tick`` in-flight runs once each
+with :meth:`batchor.Run.refresh` (round robin, so every run advances however
+many there are), and for each run that became terminal requests the results
+asset with ``run_key`` = the batchor run id: Dagster launches a run key once,
+and a run whose results were already written is not requested again.
+
+The cursor is JSON: ``{"after_storage_id": int | null, "in_flight": [[run_id,
+partition_key | null], ...]}``.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchor import RunNotFoundError, RunSummary
+from batchor_dagster.materializations import (
+    RUN_ID_TAG,
+    latest_run_id,
+    run_id_of,
+)
+from batchor_dagster.resource import BatchorResource
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+SUBMISSIONS_PER_TICK = 100
+"""New submit materializations read per tick (the rest wait for the next tick)."""
+
+_MAX_NOTES = 10
+
+
+@dataclass
+class SensorCursor:
+    """Where the sensor is in the event log, and the runs it is driving."""
+
+    after_storage_id: int | None = None
+    in_flight: list[tuple[str, str | None]] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str | None) -> "SensorCursor":
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(
+            after_storage_id=data.get("after_storage_id"),
+            in_flight=[(str(run_id), partition) for run_id, partition in data.get("in_flight", [])],
+        )
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {"after_storage_id": self.after_storage_id, "in_flight": self.in_flight},
+            separators=(",", ":"),
+        )
+
+    def track(self, run_id: str, partition_key: str | None) -> list[str]:
+        """Drive ``run_id`` for its partition from now on; returns the runs of the same
+        partition it supersedes (they are no longer driven or collected)."""
+        superseded = [
+            other
+            for other, partition in self.in_flight
+            if partition == partition_key and other != run_id
+        ]
+        self.in_flight = [
+            (other, partition)
+            for other, partition in self.in_flight
+            if partition != partition_key or other == run_id
+        ]
+        if (run_id, partition_key) not in self.in_flight:
+            self.in_flight.append((run_id, partition_key))
+        return superseded
+
+
+def build_batchor_sensor(
+    *,
+    name: str,
+    submit_key: AssetKey,
+    results_key: AssetKey,
+    results_op_name: str,
+    resource_key: str,
+    runs_per_tick: int,
+    minimum_interval_seconds: int,
+    default_status: DefaultSensorStatus,
+) -> SensorDefinition:
+    """The sensor of one :func:`~batchor_dagster.batchor_assets` job."""
+    if runs_per_tick < 1:
+        raise ValueError(f"runs_per_tick must be at least 1, got {runs_per_tick}")
+
+    @sensor(
+        name=name,
+        asset_selection=[results_key],
+        required_resource_keys={resource_key},
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=(
+            f"Steps the in-flight batchor runs started by {submit_key.to_user_string()} and "
+            f"materializes {results_key.to_user_string()} when one finishes (run key = "
+            "batchor run id)."
+        ),
+    )
+    def batchor_sensor(context: SensorEvaluationContext) -> SensorResult:
+        resource: BatchorResource = getattr(context.resources, resource_key)
+        cursor = SensorCursor.parse(context.cursor)
+        _track_new_submissions(context, submit_key, cursor)
+
+        requests: list[RunRequest] = []
+        notes: list[str] = []
+        selected = cursor.in_flight[:runs_per_tick]
+        still_in_flight: list[tuple[str, str | None]] = []
+        for run_id, partition in selected:
+            where = run_id if partition is None else f"{run_id} (partition {partition})"
+            try:
+                run = resource.get_run(run_id)
+                summary = run.summary() if run.status.is_terminal else run.refresh()
+            except RunNotFoundError:
+                context.log.warning(f"batchor run {run_id} is not in the storage; dropping it")
+                continue
+            except Exception as exc:  # one broken run must not stop the others
+                context.log.error(
+                    f"stepping batchor run {where} failed: {type(exc).__name__}: {exc}"
+                )
+                notes.append(f"{where}: step failed ({type(exc).__name__})")
+                still_in_flight.append((run_id, partition))
+                continue
+            if not summary.status.is_terminal:
+                notes.append(f"{where}: {_progress(summary)}")
+                still_in_flight.append((run_id, partition))
+                continue
+            request = _results_request(
+                context.instance,
+                run_id=run_id,
+                partition=partition,
+                summary=summary,
+                submit_key=submit_key,
+                results_key=results_key,
+                results_op_name=results_op_name,
+            )
+            if request is not None:
+                context.log.info(
+                    f"batchor run {where} is {summary.status.value}; requesting results"
+                )
+                requests.append(request)
+            else:
+                notes.append(f"{where}: {summary.status.value}, results already handled")
+        cursor.in_flight = cursor.in_flight[len(selected) :] + still_in_flight
+
+        if requests:
+            return SensorResult(run_requests=requests, cursor=cursor.dumps())
+        return SensorResult(skip_reason=_skip_reason(cursor, notes), cursor=cursor.dumps())
+
+    return batchor_sensor
+
+
+def _track_new_submissions(
+    context: SensorEvaluationContext, submit_key: AssetKey, cursor: SensorCursor
+) -> None:
+    result = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=submit_key, after_storage_id=cursor.after_storage_id),
+        limit=SUBMISSIONS_PER_TICK,
+        ascending=True,
+    )
+    for record in result.records:
+        cursor.after_storage_id = record.storage_id
+        run_id = run_id_of(record)
+        if run_id is None:
+            continue
+        for superseded in cursor.track(run_id, record.partition_key):
+            context.log.info(
+                f"batchor run {superseded} is superseded by {run_id}: it is no longer "
+                "driven and its results will not be materialized (cancel it with the "
+                "run-control job if it is still running)"
+            )
+
+
+def _results_request(
+    instance: DagsterInstance,
+    *,
+    run_id: str,
+    partition: str | None,
+    summary: RunSummary,
+    submit_key: AssetKey,
+    results_key: AssetKey,
+    results_op_name: str,
+) -> RunRequest | None:
+    """The request to materialize ``run_id``'s results, or None when they were already
+    written or a newer run replaced it."""
+    if latest_run_id(instance, submit_key, partition) != run_id:
+        return None
+    if latest_run_id(instance, results_key, partition) == run_id:
+        return None
+    return RunRequest(
+        run_key=run_id,
+        asset_selection=[results_key],
+        partition_key=partition,
+        run_config=_results_run_config(results_op_name, run_id),
+        tags={RUN_ID_TAG: run_id, "batchor/status": summary.status.value},
+    )
+
+
+def _results_run_config(op_name: str, run_id: str) -> dict[str, Any]:
+    return {"ops": {op_name: {"config": {"batchor_run_id": run_id}}}}
+
+
+def _progress(summary: RunSummary) -> str:
+    text = (
+        f"{summary.terminal_items}/{summary.total_items} items terminal, "
+        f"{summary.batches_in_flight} batch(es) in flight"
+    )
+    if summary.control_state.value != "running":
+        text += f", {summary.control_state.value}"
+    if summary.last_error:
+        text += f", last error: {summary.last_error[:120]}"
+    return text
+
+
+def _skip_reason(cursor: SensorCursor, notes: list[str]) -> SkipReason:
+    if not cursor.in_flight and not notes:
+        return SkipReason("No batchor runs in flight.")
+    shown = "; ".join(notes[:_MAX_NOTES])
+    more = len(notes) - _MAX_NOTES
+    if more > 0:
+        shown += f"; and {more} more"
+    stepped = f"Stepped: {shown}." if notes else ""
+    return SkipReason(
+        f"{len(cursor.in_flight)} batchor run(s) in flight, none newly terminal. {stepped}".strip()
+    )
