@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from pydantic import BaseModel
 
@@ -174,3 +176,19 @@ def test_enqueued_tokens_stay_within_the_budget(
     assert run.summary().completed_items == 60
     assert len(server.batches) > 1
     assert max(server.max_enqueued_tokens_seen.values()) <= limits.enqueued_token_budget
+
+
+def test_a_run_driven_by_another_live_process_is_left_alone(
+    runner: BatchRunner, provider_config: OpenAIProviderConfig, server: LocalBatchServer
+) -> None:
+    run = runner.start(BatchJob(items=items(3), build_prompt=prompt, provider_config=provider_config))
+    record = runner.storage.get_run(run.run_id)
+    assert record is not None
+    other = "another-host:4242:feedbeef"
+    assert runner.storage.try_acquire_lease(record.run_pk, other, now=time.time(), ttl=60)
+
+    assert run.refresh().pending_items == 3
+    assert server.batches == {}
+
+    runner.storage.release_lease(record.run_pk, other)
+    assert run.wait().status is RunStatus.COMPLETED

@@ -69,6 +69,10 @@ def _is_dead_local_owner(owner: str | None) -> bool:
     return False
 
 
+class _LeaseLostError(Exception):
+    """Our lease expired and another process now drives the run."""
+
+
 class RunDriver:
     """Advances one run. Cheap to create; holds the provider client once made."""
 
@@ -123,6 +127,9 @@ class RunDriver:
             return False
         try:
             return self._step_with_lease(record)
+        except _LeaseLostError:
+            logger.warning("run %s: lease taken over by another process; step stopped", self.run_id)
+            return True
         except openai.APIError as exc:
             self._handle_provider_error(record, exc)
             return False
@@ -157,9 +164,12 @@ class RunDriver:
         return changed
 
     def _renew_lease(self, record: RunRecord) -> None:
-        self.storage.try_acquire_lease(
+        """Extend the lease between long operations; if another process took it
+        (ours expired), stop this step at once rather than drive the run twice."""
+        if not self.storage.try_acquire_lease(
             record.run_pk, self.owner, now=self.clock.now(), ttl=self.lease_ttl
-        )
+        ):
+            raise _LeaseLostError(record.run_id)
 
     def _handle_provider_error(self, record: RunRecord, exc: openai.APIError) -> None:
         """Transient provider errors wait for the next step; quota errors pause the
