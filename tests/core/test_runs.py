@@ -181,7 +181,9 @@ def test_enqueued_tokens_stay_within_the_budget(
 def test_a_run_driven_by_another_live_process_is_left_alone(
     runner: BatchRunner, provider_config: OpenAIProviderConfig, server: LocalBatchServer
 ) -> None:
-    run = runner.start(BatchJob(items=items(3), build_prompt=prompt, provider_config=provider_config))
+    run = runner.start(
+        BatchJob(items=items(3), build_prompt=prompt, provider_config=provider_config)
+    )
     record = runner.storage.get_run(run.run_id)
     assert record is not None
     other = "another-host:4242:feedbeef"
