@@ -4,6 +4,7 @@ The public names, re-exported; everything else is an implementation detail.
 """
 
 from batchor.artifacts.base import ArtifactStore
+from batchor.artifacts.fsspec import FsspecArtifactStore
 from batchor.artifacts.local import LocalArtifactStore
 from batchor.errors import (
     ArtifactRuleError,
@@ -48,6 +49,7 @@ from batchor.sources import (
     ParquetItemSource,
 )
 from batchor.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Storage
+from batchor.worker import WorkerReport, run_worker
 
 __all__ = [
     "ArtifactExport",
@@ -66,6 +68,7 @@ __all__ = [
     "ConfigurationError",
     "CsvItemSource",
     "DuplicateItemIdError",
+    "FsspecArtifactStore",
     "InputError",
     "ItemBuildError",
     "ItemError",
@@ -98,4 +101,6 @@ __all__ = [
     "TerminalResultsExport",
     "TerminalResultsPage",
     "TokenUsage",
+    "WorkerReport",
+    "run_worker",
 ]
