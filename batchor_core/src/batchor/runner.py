@@ -7,6 +7,7 @@ import json
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -18,10 +19,10 @@ from batchor.engine.config import Clock, RunConfig, SystemClock, describe_differ
 from batchor.engine.driver import LEASE_TTL_SECONDS, RunDriver, new_lease_owner
 from batchor.engine.ingest import ProgressCallback, ingest
 from batchor.errors import ConfigurationError, RunNotFoundError, SourceMismatchError
-from batchor.job import BatchJob
+from batchor.job import BatchItem, BatchJob
 from batchor.providers.openai import OpenAIBatchProvider
 from batchor.run import Run
-from batchor.sources.base import CheckpointedItemSource
+from batchor.sources.base import CheckpointedItemSource, resume_conflict
 from batchor.storage.base import RunRecord, Storage, dumps_json
 from batchor.storage.sqlite import MemoryStorage, SQLiteStorage
 
@@ -115,7 +116,7 @@ class BatchRunner:
                 now=self.clock.now(),
             )
         else:
-            _check_same_job(record, config, identity)
+            _check_same_job(record, config, identity, job.items)
         run = self._run(
             record,
             config,
@@ -201,7 +202,18 @@ class BatchRunner:
         )
 
 
-def _check_same_job(record: RunRecord, config: RunConfig, identity: str | None) -> None:
+def _check_same_job(
+    record: RunRecord,
+    config: RunConfig,
+    identity: str | None,
+    source: Iterable[BatchItem] | CheckpointedItemSource,
+) -> None:
+    """Raise :class:`SourceMismatchError` unless ``start`` got the run's job again.
+
+    A checkpointed source whose identity changed may still continue the run when
+    the change comes after everything already ingested (see
+    :func:`~batchor.sources.base.resume_conflict`).
+    """
     problems: list[str] = []
     if record.config_fingerprint != config.fingerprint():
         stored = json.loads(record.config)
@@ -217,10 +229,16 @@ def _check_same_job(record: RunRecord, config: RunConfig, identity: str | None) 
                 + ", now "
                 + ("a checkpointed source" if current_identity else "a plain iterable")
             )
-        else:
-            problems += [
-                f"source {line}" for line in describe_differences(stored_identity, current_identity)
-            ]
+        elif isinstance(source, CheckpointedItemSource):
+            checkpoint = json.loads(record.source_checkpoint) if record.source_checkpoint else None
+            conflict = resume_conflict(
+                source, stored_identity, checkpoint, ingest_complete=record.ingest_complete
+            )
+            if conflict is not None:
+                problems += [
+                    f"source {line}"
+                    for line in describe_differences(stored_identity, current_identity)
+                ] + [conflict]
     if problems:
         raise SourceMismatchError(
             f"run {record.run_id!r} was started with a different source or job: "

@@ -4,6 +4,12 @@ Each slice of items is built into request lines (``build_prompt`` runs here and
 only here), written as one request-segment artifact, then stored with the
 source checkpoint of its last item in one transaction. A crash between the two
 leaves a segment nobody points to, which the resumed ingestion overwrites.
+
+Memory is bounded by one slice (``ChunkPolicy.ingest_slice_size`` items and
+their request lines), whatever the size of the input. This loop runs once per
+input item, so it avoids per-item work that is not needed: no wrapper objects,
+and the JSON that built-in sources produce (lineage metadata, simple payloads)
+is checked and encoded without going through :func:`json.dumps`.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from batchor.artifacts.base import ArtifactStore, request_segment_key
@@ -19,18 +25,11 @@ from batchor.engine.config import Clock
 from batchor.errors import DuplicateItemIdError, ItemBuildError
 from batchor.job import LINEAGE_KEY, BatchItem, BatchJob, PromptParts
 from batchor.providers.base import BatchProvider
-from batchor.sources.base import CheckpointedItem, CheckpointedItemSource
+from batchor.sources.base import CheckpointedItem, CheckpointedItemSource, durable_checkpoint
 from batchor.storage.base import NewItem, RunRecord, Storage, dumps_json
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of items stored so far, after each slice."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    item: BatchItem
-    position: int  # 0-based position in this pass over the input
-    checkpoint: Any
 
 
 def ingest(
@@ -51,27 +50,32 @@ def ingest(
     """
     source = job.items
     checkpointed = isinstance(source, CheckpointedItemSource)
-    entries = _entries(source, record)
+    # input position of the next item, for messages: checkpointed sources resume after
+    # the stored items, plain iterables are read again from the start
+    position = record.item_count if checkpointed else 0
     item_count = record.item_count
     segment = record.next_segment
-    slice_size = job.chunk_policy.ingest_slice_size
     checkpoint_json = record.source_checkpoint
-    while True:
-        batch = list(itertools.islice(entries, slice_size))
-        if not batch:
-            break
-        stored = storage.find_item_ids(record.run_pk, [entry.item.item_id for entry in batch])
+    for items, checkpoint in _slices(source, record, job.chunk_policy.ingest_slice_size):
+        item_ids = _item_ids(items, position)
+        stored = storage.find_item_ids(record.run_pk, item_ids)
         if stored and checkpointed:
-            entry = next(entry for entry in batch if entry.item.item_id in stored)
-            raise _duplicate_error(storage, record, entry, stored[entry.item.item_id])
-        fresh = [entry for entry in batch if entry.item.item_id not in stored]
-        _check_unique_within(fresh)
-        new_items, payload = _build_requests(fresh, job, provider, segment, item_count)
+            offset = next(i for i, item_id in enumerate(item_ids) if item_id in stored)
+            raise _duplicate_error(
+                storage, record, items[offset], position + offset, stored[item_ids[offset]]
+            )
+        fresh = list(range(len(items)))
+        if stored:
+            fresh = [offset for offset in fresh if item_ids[offset] not in stored]
+        _check_unique_within(items, item_ids, fresh, position)
+        new_items, payload = _build_requests(
+            items, fresh, position, job, provider, segment, item_count
+        )
         if new_items:
             with artifacts.open_write(request_segment_key(record.run_id, segment)) as handle:
                 handle.write(payload)
-        if checkpointed:
-            checkpoint_json = dumps_json(batch[-1].checkpoint)
+        if isinstance(source, CheckpointedItemSource):
+            checkpoint_json = dumps_json(durable_checkpoint(source, checkpoint))
         storage.store_ingested_slice(
             record.run_pk,
             new_items,
@@ -81,133 +85,244 @@ def ingest(
         )
         item_count += len(new_items)
         segment += 1 if new_items else 0
+        position += len(items)
         if progress is not None:
             progress(item_count)
     storage.mark_ingest_complete(record.run_pk, now=clock.now())
     return item_count
 
 
-def _entries(
-    source: Iterable[BatchItem] | CheckpointedItemSource, record: RunRecord
-) -> Iterator[_Entry]:
-    if isinstance(source, CheckpointedItemSource):
-        checkpoint = (
-            json.loads(record.source_checkpoint)
-            if record.source_checkpoint is not None
-            else source.initial_checkpoint()
-        )
-        records: Iterable[CheckpointedItem] = source.iter_from(checkpoint)
-        for position, checkpointed in enumerate(records, record.item_count):
-            yield _Entry(checkpointed.item, position, checkpointed.checkpoint)
+def _slices(
+    source: Iterable[BatchItem] | CheckpointedItemSource, record: RunRecord, size: int
+) -> Iterator[tuple[list[BatchItem], Any]]:
+    """The not yet stored part of the input, ``size`` items at a time, each slice with
+    the source checkpoint after its last item (None for plain iterables)."""
+    if not isinstance(source, CheckpointedItemSource):
+        iterator = iter(source)
+        while items := list(itertools.islice(iterator, size)):
+            yield items, None
         return
-    for position, item in enumerate(source):
-        yield _Entry(item, position, None)
+    checkpoint = (
+        json.loads(record.source_checkpoint)
+        if record.source_checkpoint is not None
+        else source.initial_checkpoint()
+    )
+    records = source.iter_from(checkpoint)
+    while batch := list(itertools.islice(records, size)):
+        if not all(type(entry) is CheckpointedItem for entry in batch):
+            for entry in batch:
+                if not isinstance(entry, CheckpointedItem):
+                    raise ItemBuildError(
+                        f"{type(source).__name__}.iter_from must yield CheckpointedItem "
+                        f"values, got {type(entry).__name__}"
+                    )
+        yield [entry.item for entry in batch], batch[-1].checkpoint
 
 
-def _check_unique_within(entries: list[_Entry]) -> None:
-    seen: dict[str, _Entry] = {}
-    for entry in entries:
-        if not isinstance(entry.item, BatchItem):
-            raise ItemBuildError(
-                f"input position {entry.position}: expected a BatchItem, got "
-                f"{type(entry.item).__name__}"
-            )
-        earlier = seen.setdefault(entry.item.item_id, entry)
-        if earlier is not entry:
+def _item_ids(items: list[BatchItem], first_position: int) -> list[str]:
+    """The ids of a slice, after checking that every entry is a BatchItem."""
+    if not all(type(item) is BatchItem for item in items):
+        for offset, item in enumerate(items):
+            if not isinstance(item, BatchItem):
+                raise ItemBuildError(
+                    f"input position {first_position + offset}: expected a BatchItem, got "
+                    f"{type(item).__name__}"
+                )
+    return [item.item_id for item in items]
+
+
+def _check_unique_within(
+    items: list[BatchItem], item_ids: list[str], fresh: list[int], first_position: int
+) -> None:
+    if len(fresh) == len(item_ids) and len(set(item_ids)) == len(item_ids):
+        return
+    seen: dict[str, int] = {}
+    for offset in fresh:
+        earlier = seen.setdefault(item_ids[offset], offset)
+        if earlier != offset:
             raise DuplicateItemIdError(
-                f"duplicate item_id {entry.item.item_id!r}: {_where(entry)} repeats "
-                f"{_where(earlier)}; item ids must be unique within a run"
+                f"duplicate item_id {item_ids[offset]!r}: "
+                f"{_where(items[offset], first_position + offset)} repeats "
+                f"{_where(items[earlier], first_position + earlier)}; "
+                "item ids must be unique within a run"
             )
 
 
 def _duplicate_error(
-    storage: Storage, record: RunRecord, entry: _Entry, stored_index: int
+    storage: Storage, record: RunRecord, item: BatchItem, position: int, stored_index: int
 ) -> DuplicateItemIdError:
     stored_metadata = storage.item_metadata(record.run_pk, stored_index)
     lineage = json.loads(stored_metadata).get(LINEAGE_KEY) if stored_metadata else None
     stored_where = f"input position {stored_index}" + _lineage_text(lineage)
     return DuplicateItemIdError(
-        f"duplicate item_id {entry.item.item_id!r}: {_where(entry)} repeats the item already "
+        f"duplicate item_id {item.item_id!r}: {_where(item, position)} repeats the item already "
         f"stored at {stored_where} in run {record.run_id!r}; item ids must be unique within a run"
     )
 
 
-def _where(entry: _Entry) -> str:
-    lineage = entry.item.metadata.get(LINEAGE_KEY) if entry.item.metadata else None
-    return f"input position {entry.position}" + _lineage_text(lineage)
+def _where(item: BatchItem, position: int) -> str:
+    lineage = item.metadata.get(LINEAGE_KEY) if item.metadata else None
+    return f"input position {position}" + _lineage_text(lineage)
 
 
 def _lineage_text(lineage: Any) -> str:
     if not isinstance(lineage, dict) or lineage.get("source_ref") is None:
         return ""
-    return f" ({lineage['source_ref']}, item {lineage.get('source_item_index')})"
+    return f" ({lineage['source_ref']}, source_item_index {lineage.get('source_item_index')})"
 
 
 def _build_requests(
-    entries: list[_Entry],
+    items: list[BatchItem],
+    fresh: list[int],
+    first_position: int,
     job: BatchJob,
     provider: BatchProvider,
     segment: int,
     first_index: int,
 ) -> tuple[list[NewItem], bytes]:
-    """Build the request lines of a slice: the items to store and the segment bytes."""
-    buffer = bytearray()
+    """Build the request lines of the ``fresh`` items of a slice: the items to store
+    and the segment bytes."""
+    build_prompt = job.build_prompt
+    build_request_line = provider.build_request_line
+    lines: list[bytes] = []
     new_items: list[NewItem] = []
-    for offset_in_slice, entry in enumerate(entries):
-        item = entry.item
-        prompt = _prompt_for(item, job, entry)
-        metadata_json = _metadata_json(item, entry)
-        line = provider.build_request_line(item.item_id, prompt.prompt, prompt.system_prompt)
+    request_offset = 0
+    item_index = first_index
+    for offset in fresh:
+        item = items[offset]
+        try:
+            prompt = build_prompt(item)
+        except Exception as exc:
+            raise ItemBuildError(
+                f"build_prompt raised for item {item.item_id!r} "
+                f"({_where(item, first_position + offset)}): {type(exc).__name__}: {exc}"
+            ) from exc
+        if type(prompt) is not PromptParts and not isinstance(prompt, PromptParts):
+            raise ItemBuildError(
+                f"build_prompt must return PromptParts, got {type(prompt).__name__} for item "
+                f"{item.item_id!r} ({_where(item, first_position + offset)})"
+            )
+        text = prompt.prompt
+        if (type(text) is not str or not text or text.isspace()) and (
+            not isinstance(text, str) or not text.strip()
+        ):
+            raise ItemBuildError(
+                f"build_prompt returned an empty prompt for item {item.item_id!r} "
+                f"({_where(item, first_position + offset)})"
+            )
+        if not _is_plain_json(item.payload, 0):
+            _check_payload_json(item, first_position + offset)
+        data = build_request_line(item.item_id, text, prompt.system_prompt)
+        length = len(data.data)
         new_items.append(
             NewItem(
-                item_index=first_index + offset_in_slice,
+                item_index=item_index,
                 item_id=item.item_id,
                 segment=segment,
-                request_offset=len(buffer),
-                request_length=len(line.data),
-                estimated_tokens=line.estimated_tokens,
-                metadata_json=metadata_json,
+                request_offset=request_offset,
+                request_length=length,
+                estimated_tokens=data.estimated_tokens,
+                metadata_json=_metadata_json(item, first_position + offset),
             )
         )
-        buffer += line.data
-        buffer += b"\n"
-    return new_items, bytes(buffer)
+        lines.append(data.data)
+        request_offset += length + 1
+        item_index += 1
+    if not lines:
+        return new_items, b""
+    lines.append(b"")
+    return new_items, b"\n".join(lines)
 
 
-def _prompt_for(item: BatchItem, job: BatchJob, entry: _Entry) -> PromptParts:
-    try:
-        prompt = job.build_prompt(item)
-    except Exception as exc:
-        raise ItemBuildError(
-            f"build_prompt raised for item {item.item_id!r} ({_where(entry)}): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(prompt, PromptParts):
-        raise ItemBuildError(
-            f"build_prompt must return PromptParts, got {type(prompt).__name__} for item "
-            f"{item.item_id!r} ({_where(entry)})"
-        )
-    if not isinstance(prompt.prompt, str) or not prompt.prompt.strip():
-        raise ItemBuildError(
-            f"build_prompt returned an empty prompt for item {item.item_id!r} ({_where(entry)})"
-        )
+_MAX_PLAIN_DEPTH = 32
+
+
+def _is_plain_json(value: Any, depth: int) -> bool:
+    """True when ``value`` is made only of dict (str keys), list, str, int, bool and
+    None, so :func:`json.dumps` surely accepts it. False means "not sure": the
+    caller then asks :func:`json.dumps` itself."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if depth >= _MAX_PLAIN_DEPTH:
+        return False
+    if kind is dict:
+        for key, inner in value.items():
+            if type(key) is not str or not _is_plain_json(inner, depth + 1):
+                return False
+        return True
+    if kind is list:
+        return all(_is_plain_json(inner, depth + 1) for inner in value)
+    return False
+
+
+def _check_payload_json(item: BatchItem, position: int) -> None:
     try:
         json.dumps(item.payload)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ItemBuildError(
-            f"the payload of item {item.item_id!r} ({_where(entry)}) is not JSON-serialisable: "
-            f"{exc}"
+            f"the payload of item {item.item_id!r} ({_where(item, position)}) is not "
+            f"JSON-serialisable: {exc}"
         ) from exc
-    return prompt
 
 
-def _metadata_json(item: BatchItem, entry: _Entry) -> str | None:
-    if not item.metadata:
+def _metadata_json(item: BatchItem, position: int) -> str | None:
+    """``dumps_json(item.metadata)``, or None for no metadata."""
+    metadata = item.metadata
+    if not metadata:
         return None
+    if type(metadata) is dict and len(metadata) == 1:
+        lineage = metadata.get(LINEAGE_KEY)
+        if type(lineage) is dict and lineage.keys() == _LINEAGE_KEYS:
+            encoded = _file_lineage_json(lineage)
+            if encoded is not None:
+                return encoded
     try:
-        return dumps_json(dict(item.metadata))
+        return _CANONICAL_ENCODER.encode(dict(metadata))
     except (TypeError, ValueError) as exc:
         raise ItemBuildError(
-            f"the metadata of item {item.item_id!r} ({_where(entry)}) is not JSON-serialisable: "
-            f"{exc}"
+            f"the metadata of item {item.item_id!r} ({_where(item, position)}) is not "
+            f"JSON-serialisable: {exc}"
         ) from exc
+
+
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""Encodes exactly as :func:`~batchor.storage.base.dumps_json`, built once."""
+
+_LINEAGE_KEYS = frozenset(
+    {"partition_id", "source_item_index", "source_namespace", "source_primary_key", "source_ref"}
+)
+_FILE_LINEAGE_TEMPLATE = (
+    '{"batchor_lineage":{"partition_id":null,"source_item_index":%s,'
+    '"source_namespace":%s,"source_primary_key":%s,"source_ref":%s}}'
+)
+
+
+def _file_lineage_json(lineage: dict[str, Any]) -> str | None:
+    """The canonical JSON of ``{"batchor_lineage": lineage}`` for the lineage the
+    file sources write (alone or under a composite), built directly: it is the
+    metadata of most items, and this is several times faster than the encoder.
+    None for any other shape."""
+    index = lineage["source_item_index"]
+    namespace = lineage["source_namespace"]
+    key = lineage["source_primary_key"]
+    ref = lineage["source_ref"]
+    if (
+        lineage["partition_id"] is not None
+        or type(index) is not int
+        or type(key) is not str
+        or type(ref) is not str
+    ):
+        return None
+    if namespace is None:
+        encoded_namespace = "null"
+    elif type(namespace) is str:
+        encoded_namespace = encode_basestring(namespace)
+    else:
+        return None
+    return _FILE_LINEAGE_TEMPLATE % (
+        int.__repr__(index),
+        encoded_namespace,
+        encode_basestring(key),
+        encode_basestring(ref),
+    )

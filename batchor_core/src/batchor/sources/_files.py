@@ -22,6 +22,10 @@ from batchor.sources.base import JSONValue
 RowT = TypeVar("RowT")
 
 _MAX_LISTED_COLUMNS = 20
+_HASH_CHUNK_BYTES = 1024 * 1024
+
+PREFIX_SHA256_KEY = "prefix_sha256"
+"""Key of a stored checkpoint's digest of the file bytes before it (CSV, JSONL)."""
 
 
 def describe_columns(names: list[str]) -> str:
@@ -144,9 +148,16 @@ class FileItemSource(Generic[RowT]):
     The file must exist when the source is created. Its sha256 is computed (by
     streaming the file) the first time :meth:`source_identity` is called and then
     kept for the lifetime of the instance.
+
+    Sources whose checkpoints hold a ``byte_offset`` (CSV, JSONL) set
+    ``blank_bytes``, the bytes that may follow the last row without forming one.
+    Their stored checkpoints then carry ``prefix_sha256``, and a run can be resumed
+    from a file changed only after the stored checkpoint (see
+    :func:`~batchor.sources.base.resume_conflict`).
     """
 
     kind: str = ""
+    blank_bytes: bytes | None = None
 
     def __init__(
         self,
@@ -178,6 +189,7 @@ class FileItemSource(Generic[RowT]):
             metadata_from_row=metadata_from_row,
         )
         self._content_sha256: str | None = None
+        self._prefix_hash: tuple[int, Any] | None = None  # (bytes hashed, sha256 state)
 
     @property
     def source_ref(self) -> str:
@@ -199,6 +211,93 @@ class FileItemSource(Generic[RowT]):
     def _reading_options(self) -> dict[str, JSONValue]:
         """Options that change which items are read; part of the identity."""
         return {}
+
+    def _durable_checkpoint(self, checkpoint: JSONValue) -> JSONValue:
+        """``checkpoint`` plus ``prefix_sha256`` when it has a ``byte_offset``."""
+        if self.blank_bytes is None or not isinstance(checkpoint, dict):
+            return checkpoint
+        offset = checkpoint.get("byte_offset")
+        digest = self._prefix_sha256(offset) if type(offset) is int else None
+        return checkpoint if digest is None else {**checkpoint, PREFIX_SHA256_KEY: digest}
+
+    def _prefix_sha256(self, end: int) -> str | None:
+        """The sha256 of the file's first ``end`` bytes (None if it is shorter).
+
+        Hashing resumes from the previous call when ``end`` has not moved back, so
+        sealing every slice of an ingestion reads the file once more in total.
+        """
+        start, hasher = self._prefix_hash or (0, hashlib.sha256())
+        if start > end:
+            start, hasher = 0, hashlib.sha256()
+        hasher = hasher.copy()
+        with self._open_binary() as file:
+            file.seek(start)
+            remaining = end - start
+            while remaining:
+                chunk = file.read(min(remaining, _HASH_CHUNK_BYTES))
+                if not chunk:
+                    return None
+                hasher.update(chunk)
+                remaining -= len(chunk)
+        self._prefix_hash = (end, hasher)
+        return str(hasher.hexdigest())
+
+    def _only_blank_after(self, offset: int) -> bool:
+        """True when the file holds nothing but ``blank_bytes`` after ``offset``."""
+        blank = self.blank_bytes or b""
+        with self._open_binary() as file:
+            file.seek(offset)
+            while chunk := file.read(_HASH_CHUNK_BYTES):
+                if chunk.strip(blank):
+                    return False
+        return True
+
+    def _resume_conflict(
+        self, stored_identity: dict[str, JSONValue], stored_checkpoint: JSONValue, complete: bool
+    ) -> str | None:
+        """See :func:`~batchor.sources.base.resume_conflict`."""
+        current = self.source_identity()
+        changed = sorted(
+            key
+            for key in set(stored_identity) | set(current)
+            if key != "content_sha256" and stored_identity.get(key) != current.get(key)
+        )
+        if changed:
+            details = ", ".join(
+                f"{key} {stored_identity.get(key)!r} -> {current.get(key)!r}" for key in changed
+            )
+            return f"{type(self).__name__} is not the input the run was started with ({details})"
+        if stored_checkpoint is None:
+            if complete:
+                return f"{self._source_ref} had no rows when the run finished ingesting it"
+            return None
+        name = type(self).__name__
+        rows = (
+            stored_checkpoint.get("next_row_index") if isinstance(stored_checkpoint, dict) else None
+        )
+        if self.blank_bytes is None:
+            return (
+                f"{self._source_ref} changed after {rows} rows were ingested; {name} cannot "
+                "tell which rows changed, so the file must be unchanged to resume"
+            )
+        (offset,) = read_checkpoint_ints(stored_checkpoint, ("byte_offset",), name)
+        digest = stored_checkpoint.get(PREFIX_SHA256_KEY)
+        if not isinstance(digest, str):
+            return (
+                f"{self._source_ref} changed, and the stored checkpoint has no fingerprint of "
+                f"the {rows} rows already ingested to check them against"
+            )
+        if self._prefix_sha256(offset) != digest:
+            return (
+                f"{self._source_ref} changed within the {rows} rows already ingested (its "
+                f"first {offset} bytes are not the ones read); only rows after them may change"
+            )
+        if complete and not self._only_blank_after(offset):
+            return (
+                f"{self._source_ref} has rows after the {rows} ingested, but the run has "
+                "finished ingesting; start a new run for them"
+            )
+        return None
 
     def _open_binary(self) -> io.BufferedReader:
         try:

@@ -48,3 +48,41 @@ class CheckpointedItemSource(Protocol):
     def initial_checkpoint(self) -> JSONValue: ...
 
     def iter_from(self, checkpoint: JSONValue) -> Iterator[CheckpointedItem]: ...
+
+
+def durable_checkpoint(source: CheckpointedItemSource, checkpoint: JSONValue) -> JSONValue:
+    """The checkpoint the runner stores for a slice whose last item has ``checkpoint``.
+
+    The built-in CSV and JSONL sources add ``prefix_sha256``, the digest of every
+    byte of the file up to that point, which is what lets :func:`resume_conflict`
+    accept a file changed only after it. Other sources store ``checkpoint`` as is;
+    ``iter_from`` accepts either form.
+    """
+    seal = getattr(source, "_durable_checkpoint", None)
+    return checkpoint if seal is None else seal(checkpoint)
+
+
+def resume_conflict(
+    source: CheckpointedItemSource,
+    stored_identity: dict[str, JSONValue],
+    stored_checkpoint: JSONValue,
+    *,
+    ingest_complete: bool,
+) -> str | None:
+    """Why ``source``, whose identity differs from the ``stored_identity`` a run was
+    started with, cannot continue that run; None when it can.
+
+    It can when every item the run stored (up to ``stored_checkpoint``, None when
+    nothing was stored) would be read from it unchanged and, once ingestion is
+    complete, nothing follows. The built-in CSV and JSONL sources allow that for
+    a file whose bytes up to the checkpoint are the ones read (a bad row after it
+    fixed, rows appended while ingestion is incomplete); a composite, when the
+    children whose items are stored are unchanged and the current one allows it.
+    Any other difference (another file, a changed Parquet file, a custom source's
+    identity) is a conflict.
+    """
+    check = getattr(source, "_resume_conflict", None)
+    if check is None:
+        return f"{type(source).__name__}.source_identity() differs from the stored one"
+    reason: str | None = check(stored_identity, stored_checkpoint, ingest_complete)
+    return reason

@@ -3,6 +3,7 @@ as one logical input, with item ids namespaced per child."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import PurePath
@@ -11,7 +12,13 @@ from typing import Any
 from batchor.errors import ConfigurationError
 from batchor.job import LINEAGE_KEY, BatchItem
 from batchor.sources._files import FileItemSource
-from batchor.sources.base import CheckpointedItem, CheckpointedItemSource, JSONValue
+from batchor.sources.base import (
+    CheckpointedItem,
+    CheckpointedItemSource,
+    JSONValue,
+    durable_checkpoint,
+    resume_conflict,
+)
 
 _UNSAFE_LABEL_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -94,18 +101,8 @@ class CompositeItemSource:
 
     def iter_from(self, checkpoint: JSONValue) -> Iterator[CheckpointedItem]:
         """The rest of the checkpoint's child, then every later child from its start."""
-        child = checkpoint.get("child") if isinstance(checkpoint, dict) else None
-        if (
-            type(child) is not int
-            or not 0 <= child < len(self._sources)
-            or ("checkpoint" not in checkpoint)
-        ):
-            raise ConfigurationError(
-                'CompositeItemSource: a checkpoint is {"child": <index of a child>, '
-                f'"checkpoint": <its checkpoint>}}, got {checkpoint!r}'
-            )
+        child, child_checkpoint = self._read_checkpoint(checkpoint)
         namespaces = self.namespaces
-        child_checkpoint = checkpoint["checkpoint"]
         for position in range(child, len(self._sources)):
             source = self._sources[position]
             if position != child:
@@ -117,8 +114,86 @@ class CompositeItemSource:
                     {"child": position, "checkpoint": checkpointed.checkpoint},
                 )
 
+    def _read_checkpoint(self, checkpoint: JSONValue) -> tuple[int, JSONValue]:
+        child = checkpoint.get("child") if isinstance(checkpoint, dict) else None
+        if (
+            type(child) is not int
+            or not 0 <= child < len(self._sources)
+            or ("checkpoint" not in checkpoint)
+        ):
+            raise ConfigurationError(
+                'CompositeItemSource: a checkpoint is {"child": <index of a child>, '
+                f'"checkpoint": <its checkpoint>}}, got {checkpoint!r}'
+            )
+        return child, checkpoint["checkpoint"]
+
+    def _durable_checkpoint(self, checkpoint: JSONValue) -> JSONValue:
+        child, child_checkpoint = self._read_checkpoint(checkpoint)
+        return {
+            "child": child,
+            "checkpoint": durable_checkpoint(self._sources[child], child_checkpoint),
+        }
+
+    def _resume_conflict(
+        self, stored_identity: dict[str, JSONValue], stored_checkpoint: JSONValue, complete: bool
+    ) -> str | None:
+        """See :func:`~batchor.sources.base.resume_conflict`: the children before the
+        checkpoint's must be unchanged, that child must accept its own change, and
+        later children may change only while ingestion is incomplete."""
+        stored = stored_identity.get("children")
+        if stored_identity.get("kind") != "composite" or not isinstance(stored, list):
+            return "the run was not started with a CompositeItemSource"
+        current = [source.source_identity() for source in self._sources]
+        if len(stored) == len(current) and sorted(map(_canonical, stored)) == sorted(
+            map(_canonical, current)
+        ):
+            return (
+                "the same children are given in a different order; the order decides the "
+                f"item ids (namespaces {', '.join(self.namespaces)}), so keep the original order"
+            )
+        child, child_checkpoint = 0, None
+        if stored_checkpoint is not None:
+            try:
+                child, child_checkpoint = self._read_checkpoint(stored_checkpoint)
+            except ConfigurationError:
+                return (
+                    f"the stored checkpoint {stored_checkpoint!r} does not name one of the "
+                    f"{len(self._sources)} children"
+                )
+        for position in range(child):
+            if position >= len(stored) or stored[position] != current[position]:
+                return (
+                    f"child {position} ({self._describe_child(position)}) changed, and every "
+                    "item it yielded is already stored"
+                )
+        if child >= len(stored):
+            return f"the run was started with {len(stored)} children, not {len(current)}"
+        if stored[child] != current[child]:
+            reason = resume_conflict(
+                self._sources[child], stored[child], child_checkpoint, ingest_complete=complete
+            )
+            if reason is not None:
+                return f"child {child} ({self._describe_child(child)}): {reason}"
+        if complete and stored[child + 1 :] != current[child + 1 :]:
+            return (
+                f"the children after child {child} changed, but the run has finished "
+                "ingesting; start a new run for new input"
+            )
+        return None
+
+    def _describe_child(self, position: int) -> str:
+        source = self._sources[position]
+        namespace = self.namespaces[position]
+        return (
+            f"{namespace}, {source.source_ref}" if isinstance(source, FileItemSource) else namespace
+        )
+
     def __repr__(self) -> str:
         return f"CompositeItemSource({list(self._sources)!r})"
+
+
+def _canonical(identity: Any) -> str:
+    return json.dumps(identity, sort_keys=True, default=str)
 
 
 def _namespaced(item: BatchItem, namespace: str) -> BatchItem:

@@ -65,6 +65,7 @@ class CsvItemSource(FileItemSource[CsvRow]):
     """
 
     kind = "csv"
+    blank_bytes = b"\r\n"
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ class JsonlItemSource(FileItemSource[Any]):
     """
 
     kind = "jsonl"
+    blank_bytes = b" \t\r\n\x0b\x0c"
 
     def __init__(
         self,
@@ -65,8 +66,11 @@ class JsonlItemSource(FileItemSource[Any]):
                 try:
                     row = loads(line)
                 except json.JSONDecodeError as exc:
+                    # not exc.colno: the line's own newline makes an error at its end
+                    # read as "line 2, column 1"; point just past the last character
+                    column = min(exc.pos, len(exc.doc.rstrip())) + 1
                     raise SourceRowError(
-                        f"invalid JSON: {exc.msg} at column {exc.colno}",
+                        f"invalid JSON: {exc.msg} at column {column}",
                         source_ref=source_ref,
                         row_number=line_number,
                     ) from exc

@@ -1,0 +1,322 @@
+"""Ingestion benchmark: a large Parquet file into a durable run, in flat memory.
+
+    .venv/bin/python benchmarks/ingest_benchmark.py [--rows 1000000] [--no-full-run]
+
+Generates Parquet files of ``rows / 10`` and ``rows`` rows (an ``id`` and a
+``text`` of about 200 characters) under ``benchmarks/.work/ingest/`` and, each
+in a fresh subprocess so every peak RSS (``ru_maxrss``) is its own:
+
+1. reads each file with pyarrow alone (``iter_batches`` + ``to_pylist``): the floor;
+2. ingests it into a run, ``BatchRunner.start`` with ``SQLiteStorage`` and
+   ``LocalArtifactStore``: rows/s, peak RSS and storage bytes per item
+   (SQLite file with its WAL + request artifacts);
+3. unless ``--no-full-run``, runs the large file end to end through the local
+   server (``python -m batchor.testing`` in its own process, instant pacing):
+   wall time and peak RSS of the batchor process.
+
+``--profile`` writes a cProfile of the large ingestion (``ingest.prof``) and
+prints its top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+WORK = Path(__file__).resolve().parent / ".work" / "ingest"
+MODEL = "gpt-4.1-mini"
+RUN_ID = "ingest_benchmark"
+TEXT_CHARACTERS = 200
+WORD_TEXT = """
+order arrived late box damaged refund please account billing invoice shipping customer support
+product quality return label tracking number payment card charged twice password reset email
+address delivery warehouse replacement
+"""
+WORDS = WORD_TEXT.split()
+
+
+# -- input ------------------------------------------------------------------------------
+
+
+def input_file(rows: int) -> Path:
+    """``items-<rows>.parquet`` (generated once, in bounded chunks)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = WORK / f"items-{rows}.parquet"
+    if path.exists() and pq.ParquetFile(path).metadata.num_rows == rows:
+        return path
+    WORK.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    with pq.ParquetWriter(temporary, schema) as writer:
+        for start in range(0, rows, 50_000):
+            numbers = range(start, min(start + 50_000, rows))
+            writer.write_table(
+                pa.table(
+                    {"id": [f"item-{n:08d}" for n in numbers], "text": [text(n) for n in numbers]},
+                    schema=schema,
+                ),
+                row_group_size=50_000,
+            )
+    os.replace(temporary, path)
+    return path
+
+
+def text(number: int) -> str:
+    """About ``TEXT_CHARACTERS`` characters of deterministic ticket-like prose."""
+    words: list[str] = [f"Ticket {number}:"]
+    length = len(words[0])
+    state = number * 2_654_435_761 % 2**32
+    while length < TEXT_CHARACTERS:
+        state = (state * 1_103_515_245 + 12_345) % 2**31
+        word = WORDS[state % len(WORDS)]
+        words.append(word)
+        length += len(word) + 1
+    return " ".join(words)
+
+
+# -- children (each measured in a fresh process) ----------------------------------------
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far: steadier than wall time on a
+    busy machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_raw_read(path: Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    started, cpu_started = time.perf_counter(), cpu_seconds()
+    rows = 0
+    for batch in pq.ParquetFile(path).iter_batches(columns=["id", "text"]):
+        rows += len(batch.to_pylist())
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+        "rows_per_cpu_s": rows / cpu,
+    }
+
+
+def make_job(path: Path, base_url: str) -> Any:
+    from batchor import BatchJob, OpenAIProviderConfig, ParquetItemSource, PromptParts
+
+    source = ParquetItemSource(
+        path,
+        item_id_from_row=lambda row: str(row["id"]),
+        payload_from_row=lambda row: {"text": str(row["text"])},
+        columns=["id", "text"],
+    )
+    return BatchJob(
+        items=source,
+        build_prompt=lambda item: PromptParts(prompt=item.payload["text"]),
+        provider_config=OpenAIProviderConfig(model=MODEL, api_key="sk-bench", base_url=base_url),
+    )
+
+
+def make_runner(directory: Path) -> Any:
+    from batchor import BatchRunner, LocalArtifactStore, SQLiteStorage
+
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return BatchRunner(
+        storage=SQLiteStorage(path=directory / "runs.sqlite3"),
+        artifact_store=LocalArtifactStore(directory / "artifacts"),
+    )
+
+
+def child_ingest(path: Path, directory: Path, profile: bool) -> dict[str, Any]:
+    runner = make_runner(directory)
+    job = make_job(path, "http://127.0.0.1:9/v1")  # ingestion never calls the provider
+    started, cpu_started = time.perf_counter(), cpu_seconds()
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        run = profiler.runcall(runner.start, job, run_id=RUN_ID)
+        profiler.dump_stats(directory / "ingest.prof")
+    else:
+        run = runner.start(job, run_id=RUN_ID)
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+    rows = run.summary().total_items
+    runner.storage.dispose()
+    database = sum(p.stat().st_size for p in directory.glob("runs.sqlite3*"))
+    artifacts = sum(p.stat().st_size for p in (directory / "artifacts").rglob("*") if p.is_file())
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+        "rows_per_cpu_s": rows / cpu,
+        "database_bytes_per_item": database / rows,
+        "artifact_bytes_per_item": artifacts / rows,
+    }
+
+
+def child_full_run(path: Path, directory: Path, base_url: str) -> dict[str, Any]:
+    runner = make_runner(directory)
+    started = time.perf_counter()
+    run = runner.start(make_job(path, base_url), run_id=RUN_ID)
+    ingested = time.perf_counter()
+    summary = run.wait()
+    finished = time.perf_counter()
+    return {
+        "rows": summary.total_items,
+        "status": summary.status.value,
+        "completed": summary.completed_items,
+        "batches": summary.batches_total,
+        "ingest_seconds": ingested - started,
+        "run_seconds": finished - ingested,
+        "seconds": finished - started,
+    }
+
+
+def run_child(*arguments: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark child {arguments} failed:\n{done.stderr}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+# -- the local server, in its own process -----------------------------------------------
+
+
+def local_server(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    shutil.rmtree(data_dir, ignore_errors=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchor.testing", "--port", "0", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "listening on" not in line:
+        process.kill()
+        raise SystemExit(f"the local server did not start: {line!r}")
+    return process, line.rsplit(" ", 1)[1].strip()
+
+
+def server_peak_rss_mb(process: subprocess.Popen[str]) -> float | None:
+    """The server's peak RSS (``VmHWM``), read before it exits (Linux only)."""
+    try:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def sizes(rows: int) -> list[int]:
+    return [max(1, rows // 10), rows]
+
+
+def print_table(title: str, rows: list[tuple[str, ...]]) -> None:
+    print(title)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  " + "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the large file")
+    parser.add_argument("--no-full-run", action="store_true", help="skip the end-to-end run")
+    parser.add_argument("--profile", action="store_true", help="cProfile the large ingestion")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, *rest = args.child
+        if mode == "raw-read":
+            figures = child_raw_read(Path(rest[0]))
+        elif mode == "ingest":
+            figures = child_ingest(Path(rest[0]), Path(rest[1]), rest[2] == "profile")
+        else:
+            figures = child_full_run(Path(rest[0]), Path(rest[1]), rest[2])
+        figures["peak_rss_mb"] = peak_rss_mb()
+        print(json.dumps(figures))
+        return
+
+    measured: dict[int, dict[str, dict[str, Any]]] = {}
+    for rows in sizes(args.rows):
+        path = input_file(rows)
+        profile = "profile" if args.profile and rows == args.rows else "plain"
+        measured[rows] = {
+            "raw": run_child("raw-read", str(path)),
+            "ingest": run_child("ingest", str(path), str(WORK / f"run-{rows}"), profile),
+        }
+        print(f"{rows} rows: {measured[rows]}", file=sys.stderr)
+
+    table = [("rows", "pyarrow rows/s", "ingest rows/s", "ratio", "peak RSS MB", "bytes/item")]
+    for rows, figures in measured.items():
+        raw, ingest = figures["raw"], figures["ingest"]
+        table.append(
+            (
+                f"{rows:,}",
+                f"{raw['rows_per_s']:,.0f}",
+                f"{ingest['rows_per_s']:,.0f}",
+                f"{ingest['rows_per_s'] / raw['rows_per_s']:.2f}",
+                f"{ingest['peak_rss_mb']:.0f} (pyarrow {raw['peak_rss_mb']:.0f})",
+                f"{ingest['database_bytes_per_item']:.0f} db + "
+                f"{ingest['artifact_bytes_per_item']:.0f} artifacts",
+            )
+        )
+    print_table("Ingestion (ParquetItemSource -> SQLiteStorage + LocalArtifactStore)", table)
+    small, large = sizes(args.rows)
+    growth = measured[large]["ingest"]["peak_rss_mb"] / measured[small]["ingest"]["peak_rss_mb"]
+    print(f"  peak RSS {large:,} rows / {small:,} rows: {growth:.2f}x")
+
+    if args.profile:
+        import pstats
+
+        stats = pstats.Stats(str(WORK / f"run-{large}" / "ingest.prof"))
+        stats.sort_stats("tottime").print_stats(15)
+
+    if not args.no_full_run:
+        server, base_url = local_server(WORK / "server")
+        try:
+            full = run_child("full-run", str(input_file(large)), str(WORK / "full-run"), base_url)
+            server_rss = server_peak_rss_mb(server)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        print(f"Full run: {large:,} items through the local server ({full['batches']} batches)")
+        print(
+            f"  wall {full['seconds']:.1f} s (ingest {full['ingest_seconds']:.1f} s, "
+            f"run {full['run_seconds']:.1f} s), {full['completed']:,} completed, "
+            f"status {full['status']}"
+        )
+        print(
+            f"  peak RSS: batchor {full['peak_rss_mb']:.0f} MB, "
+            f"local server {server_rss or float('nan'):.0f} MB"
+        )
+
+
+if __name__ == "__main__":
+    main()
