@@ -11,6 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
+from pydantic import BaseModel
+
+from batchor import BatchItem, OpenAIProviderConfig, PromptParts
+from batchor_dagster import BatchorAssets, batchor_assets
 from dagster import (
     AssetsDefinition,
     DagsterInstance,
@@ -19,10 +23,6 @@ from dagster import (
     SensorDefinition,
     build_sensor_context,
 )
-from pydantic import BaseModel
-
-from batchor import BatchItem, OpenAIProviderConfig, PromptParts
-from batchor_dagster import BatchorAssets, batchor_assets
 
 TOPICS = ["billing", "shipping", "returns"]
 

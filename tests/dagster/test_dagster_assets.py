@@ -2,8 +2,6 @@
 submit asset, tick the sensor until it requests the results, materialize them and
 read the Parquet file back."""
 
-from __future__ import annotations
-
 import re
 from pathlib import Path
 from typing import Any
@@ -11,15 +9,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import (
-    AssetCheckSeverity,
-    AssetKey,
-    DagsterInstance,
-    Definitions,
-    RunRequest,
-    asset,
-    materialize,
-)
 from dagster_kit import TicketTriage, tick, tick_until_requested, ticket_table, triage_job
 
 from batchor.testing import LocalBatchServer
@@ -29,6 +18,15 @@ from batchor_dagster import (
     RUN_ID_TAG,
     BatchorAssets,
     BatchorResource,
+)
+from dagster import (
+    AssetCheckSeverity,
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    RunRequest,
+    asset,
+    materialize,
 )
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

@@ -4,8 +4,10 @@ Each tick it reads new materializations of the submit asset (from a stored
 event-log position), steps at most ``runs_per_tick`` in-flight runs once each
 with :meth:`batchor.Run.refresh` (round robin, so every run advances however
 many there are), and for each run that became terminal requests the results
-asset with ``run_key`` = the batchor run id: Dagster launches a run key once,
-and a run whose results were already written is not requested again.
+asset with ``run_key`` = the batchor run id: Dagster launches a run key once.
+A run is not requested when its results were already written, when a newer
+submission of its partition replaced it, or while a Dagster run that includes
+the results asset is queued or running (it is looked at again next tick).
 
 The cursor is JSON: ``{"after_storage_id": int | null, "in_flight": [[run_id,
 partition_key | null], ...]}``.
@@ -26,8 +28,10 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -39,6 +43,14 @@ SUBMISSIONS_PER_TICK = 100
 """New submit materializations read per tick (the rest wait for the next tick)."""
 
 _MAX_NOTES = 10
+_ACTIVE_RUNS_CHECKED = 200
+_ACTIVE_STATUSES = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+PARTITION_TAG = "dagster/partition"
 
 
 @dataclass
@@ -137,22 +149,28 @@ def build_batchor_sensor(
                 notes.append(f"{where}: {_progress(summary)}")
                 still_in_flight.append((run_id, partition))
                 continue
-            request = _results_request(
-                context.instance,
-                run_id=run_id,
-                partition=partition,
-                summary=summary,
-                submit_key=submit_key,
-                results_key=results_key,
-                results_op_name=results_op_name,
-            )
-            if request is not None:
+            instance = context.instance
+            if _results_run_in_progress(instance, results_key, partition):
+                notes.append(f"{where}: {summary.status.value}, results being materialized")
+                still_in_flight.append((run_id, partition))
+            elif (
+                latest_run_id(instance, submit_key, partition) != run_id
+                or latest_run_id(instance, results_key, partition) == run_id
+            ):
+                notes.append(f"{where}: {summary.status.value}, results already handled")
+            else:
                 context.log.info(
                     f"batchor run {where} is {summary.status.value}; requesting results"
                 )
-                requests.append(request)
-            else:
-                notes.append(f"{where}: {summary.status.value}, results already handled")
+                requests.append(
+                    RunRequest(
+                        run_key=run_id,
+                        asset_selection=[results_key],
+                        partition_key=partition,
+                        run_config=_results_run_config(results_op_name, run_id),
+                        tags={RUN_ID_TAG: run_id, "batchor/status": summary.status.value},
+                    )
+                )
         cursor.in_flight = cursor.in_flight[len(selected) :] + still_in_flight
 
         if requests:
@@ -183,29 +201,21 @@ def _track_new_submissions(
             )
 
 
-def _results_request(
-    instance: DagsterInstance,
-    *,
-    run_id: str,
-    partition: str | None,
-    summary: RunSummary,
-    submit_key: AssetKey,
-    results_key: AssetKey,
-    results_op_name: str,
-) -> RunRequest | None:
-    """The request to materialize ``run_id``'s results, or None when they were already
-    written or a newer run replaced it."""
-    if latest_run_id(instance, submit_key, partition) != run_id:
-        return None
-    if latest_run_id(instance, results_key, partition) == run_id:
-        return None
-    return RunRequest(
-        run_key=run_id,
-        asset_selection=[results_key],
-        partition_key=partition,
-        run_config=_results_run_config(results_op_name, run_id),
-        tags={RUN_ID_TAG: run_id, "batchor/status": summary.status.value},
+def _results_run_in_progress(
+    instance: DagsterInstance, results_key: AssetKey, partition: str | None
+) -> bool:
+    """Whether a queued or running Dagster run is already materializing the results
+    (of this partition): a "materialize all" from the UI, or an earlier request."""
+    records = instance.get_run_records(
+        RunsFilter(statuses=_ACTIVE_STATUSES), limit=_ACTIVE_RUNS_CHECKED
     )
+    for record in records:
+        run = record.dagster_run
+        if results_key not in (run.asset_selection or ()):
+            continue
+        if partition is None or run.tags.get(PARTITION_TAG) == partition:
+            return True
+    return False
 
 
 def _results_run_config(op_name: str, run_id: str) -> dict[str, Any]:

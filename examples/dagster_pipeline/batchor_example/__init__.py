@@ -1,0 +1,1 @@
+"""batchor's example Dagster code location (see ``definitions.py``)."""

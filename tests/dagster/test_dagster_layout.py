@@ -1,0 +1,187 @@
+"""The pure parts: run ids, the results table layout, and where Parquet files go."""
+
+import datetime as dt
+import decimal
+import enum
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pytest
+from pydantic import BaseModel
+
+from batchor import ItemError, ItemResult, ItemStatus, TokenUsage
+from batchor_dagster.inputs import deterministic_run_id, json_safe
+from batchor_dagster.io_manager import ParquetTableIOManager
+from batchor_dagster.results_table import ResultsTableLayout, arrow_type_for
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Address(BaseModel):
+    city: str
+    zip_code: int | None
+
+
+class Extraction(BaseModel):
+    name: str
+    age: int
+    score: float
+    active: bool
+    color: Color
+    label: Literal["a", "b"]
+    tags: list[str]
+    address: Address
+    extra: dict[str, Any]
+    status: str
+
+
+def run_id(**overrides: Any) -> str:
+    arguments: dict[str, Any] = {
+        "name": "triage",
+        "partition_key": None,
+        "job": {"model": "gpt-4.1"},
+        "source_identity": None,
+        "items_digest": "abc",
+    }
+    return deterministic_run_id(**{**arguments, **overrides})
+
+
+def test_run_ids_are_deterministic_and_valid() -> None:
+    assert run_id() == run_id()
+    assert RUN_ID.match(run_id())
+    assert run_id(items_digest="abd") != run_id()
+    assert run_id(job={"model": "gpt-4.1-mini"}) != run_id()
+
+
+@pytest.mark.parametrize(
+    "partition", ["2024-01-01", "emea|2024-01-01", "ünïcode/with spaces", "x" * 300, "..."]
+)
+def test_run_ids_name_the_partition_and_stay_valid(partition: str) -> None:
+    identifier = run_id(partition_key=partition)
+
+    assert RUN_ID.match(identifier), identifier
+    assert identifier != run_id(partition_key=partition + "!")
+
+
+def test_run_ids_of_partitions_that_look_alike_differ() -> None:
+    assert run_id(partition_key="a/b") != run_id(partition_key="a b")
+
+
+def test_json_safe_converts_what_json_cannot_hold() -> None:
+    value = {
+        "when": dt.datetime(2024, 1, 2, 3, 4, 5),
+        "day": dt.date(2024, 1, 2),
+        "amount": decimal.Decimal("1.50"),
+        "raw": b"\x00\x01",
+        "nested": [dt.time(1, 2)],
+    }
+
+    assert json_safe(value) == {
+        "when": "2024-01-02T03:04:05",
+        "day": "2024-01-02",
+        "amount": "1.50",
+        "raw": "AAE=",
+        "nested": ["01:02:00"],
+    }
+
+
+def test_structured_fields_become_typed_columns() -> None:
+    layout = ResultsTableLayout(Extraction, "/v1/responses")
+
+    types = {field.name: field.type for field in layout.schema}
+
+    assert types["name"] == pa.string()
+    assert types["age"] == pa.int64()
+    assert types["score"] == pa.float64()
+    assert types["active"] == pa.bool_()
+    assert types["color"] == pa.string()
+    assert types["label"] == pa.string()
+    assert types["tags"] == pa.list_(pa.string())
+    assert types["address"] == pa.struct([("city", pa.string()), ("zip_code", pa.int64())])
+    assert types["extra"] == pa.string()
+    assert types["output_status"] == pa.string()
+    assert types["status"] == pa.string()
+
+
+def test_a_result_row_holds_output_error_usage_and_lineage() -> None:
+    layout = ResultsTableLayout(Extraction, "/v1/responses")
+    output = Extraction(
+        name="Ada",
+        age=36,
+        score=0.5,
+        active=True,
+        color=Color.RED,
+        label="a",
+        tags=["x"],
+        address=Address(city="London", zip_code=None),
+        extra={"k": [1]},
+        status="ok",
+    )
+    completed = ItemResult(
+        item_id="i1",
+        status=ItemStatus.COMPLETED,
+        output=output,
+        output_text=output.model_dump_json(),
+        error=None,
+        attempts=1,
+        usage=TokenUsage(10, 5),
+        metadata={"batchor_lineage": {"source_ref": "s", "source_item_index": 0}, "team": "a"},
+        sequence=1,
+    )
+    failed = ItemResult(
+        item_id="i2",
+        status=ItemStatus.FAILED,
+        output=None,
+        output_text=None,
+        error=ItemError("invalid_prompt", "rejected", False),
+        attempts=2,
+        usage=TokenUsage(),
+        metadata={},
+        sequence=2,
+    )
+
+    rows = layout.table([completed, failed], partition_key="p1").to_pylist()
+
+    assert rows[0]["address"] == {"city": "London", "zip_code": None}
+    assert rows[0]["extra"] == '{"k": [1]}'
+    assert rows[0]["output_status"] == "ok" and rows[0]["status"] == "completed"
+    assert rows[0]["lineage"]["partition_id"] == "p1"
+    assert rows[0]["metadata"] == '{"team": "a"}'
+    assert rows[1]["name"] is None and rows[1]["error_code"] == "invalid_prompt"
+    assert rows[1]["attempts"] == 2 and rows[1]["metadata"] is None
+
+
+def test_embedding_jobs_write_a_vector_column() -> None:
+    layout = ResultsTableLayout(None, "/v1/embeddings")
+
+    assert layout.schema.field("embedding").type == pa.list_(pa.float64())
+
+
+def test_unions_of_several_types_are_json_text() -> None:
+    assert arrow_type_for(int | str) is None
+    assert arrow_type_for(int | None) == pa.int64()
+
+
+@pytest.mark.parametrize(
+    ("key", "partition", "expected"),
+    [
+        (["triage_results"], None, "triage_results.parquet"),
+        (["team", "triage_results"], None, "team/triage_results.parquet"),
+        (["triage_results"], "2024-01-01", "triage_results/2024-01-01.parquet"),
+        (["triage_results"], "emea|2024/01", "triage_results/emea%7C2024%2F01.parquet"),
+        (["triage_results"], "..", "triage_results/%2E%2E.parquet"),
+    ],
+)
+def test_parquet_files_are_named_after_key_and_partition(
+    key: list[str], partition: str | None, expected: str
+) -> None:
+    manager = ParquetTableIOManager(Path("/base"))
+
+    assert manager.path_for(key, partition) == Path("/base") / expected
