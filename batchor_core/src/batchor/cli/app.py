@@ -1,0 +1,816 @@
+"""The ``batchor`` commands: a Typer app over :class:`~batchor.BatchRunner` and
+:class:`~batchor.Run`, and :func:`main`, which turns every error into one line
+on stderr and an exit code (:class:`ExitCode`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from batchor.artifacts.base import check_run_id
+from batchor.cli.display import (
+    IngestProgress,
+    WaitProgress,
+    echo_json,
+    format_runs_table,
+    format_summary,
+    note,
+    progress_key,
+    summary_record,
+)
+from batchor.cli.inputs import PromptBuilder, open_source
+from batchor.cli.settings import (
+    API_KEY_ENV,
+    ARTIFACTS_ENV,
+    STORAGE_ENV,
+    base_url_from_env,
+    load_env_file,
+    open_runner,
+    require_api_key,
+)
+from batchor.engine.planning import poll_delay
+from batchor.engine.schema import import_model
+from batchor.errors import (
+    ArtifactRuleError,
+    BatchorError,
+    ConfigurationError,
+    ProviderError,
+    RunNotFinishedError,
+    RunNotFoundError,
+    RunTimeoutError,
+    StorageError,
+)
+from batchor.job import BatchJob
+from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
+from batchor.results import RunStatus, RunSummary
+from batchor.run import Run
+from batchor.runner import BatchRunner, new_run_id
+
+
+class ExitCode(IntEnum):
+    """What ``batchor`` exits with."""
+
+    OK = 0
+    RUN_FAILED = 1
+    """The waited-for run ended ``completed_with_failures`` or ``cancelled``."""
+    USAGE = 2
+    """Bad options or input, unknown run, or an action the run's state forbids."""
+    TIMEOUT = 3
+    """``--timeout`` elapsed while the run was still running."""
+    ENVIRONMENT = 4
+    """The provider, the storage or the file system failed."""
+
+
+class Endpoint(StrEnum):
+    RESPONSES = "/v1/responses"
+    CHAT_COMPLETIONS = "/v1/chat/completions"
+    EMBEDDINGS = "/v1/embeddings"
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 the run ended with failures or was cancelled (wait, start --wait); "
+    "2 usage error; 3 --timeout elapsed; 4 provider, storage or file-system error."
+)
+
+app = typer.Typer(
+    name="batchor",
+    help=(
+        "Durable, typed runs of large LLM jobs through the OpenAI Batch API.\n\n"
+        "Runs live in the storage (--storage, default $BATCHOR_HOME/default.sqlite3); "
+        "credentials come from OPENAI_API_KEY / OPENAI_BASE_URL or ./.env."
+    ),
+    epilog=EXIT_CODES_HELP,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+artifacts_app = typer.Typer(
+    help="Export or prune a finished run's artifacts (request and raw output files).",
+    rich_markup_mode=None,
+)
+app.add_typer(artifacts_app, name="artifacts")
+
+RunIdArgument = Annotated[
+    str, typer.Argument(metavar="RUN_ID", help="The run's id (batchor runs lists them).")
+]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        envvar=STORAGE_ENV,
+        metavar="URL",
+        show_default="$BATCHOR_HOME/default.sqlite3",
+        help="Where runs live: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB[?schema=S].",
+    ),
+]
+ArtifactsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--artifacts",
+        envvar=ARTIFACTS_ENV,
+        metavar="DIR",
+        file_okay=False,
+        show_default="beside the SQLite file",
+        help="Artifact directory (required with PostgreSQL storage).",
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")
+]
+PollIntervalOption = Annotated[
+    float | None,
+    typer.Option(
+        "--poll-interval",
+        metavar="SECONDS",
+        min=0.01,
+        show_default="adaptive",
+        help="Fixed seconds between polls (default: fast while batches are young, "
+        "backing off to a minute).",
+    ),
+]
+ResultsFileOption = Annotated[
+    Path,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FILE",
+        dir_okay=False,
+        help="File to write: .jsonl or .parquet.",
+    ),
+]
+
+
+def open_run(storage: str | None, artifacts: Path | None, run_id: str) -> Run:
+    """The run ``run_id`` in the storage the options name, or a usage error."""
+    runner = open_runner(storage, artifacts)
+    try:
+        return runner.get_run(run_id)
+    except RunNotFoundError:
+        raise RunNotFoundError(
+            f"no run {run_id!r} in {runner.storage!r}; batchor runs lists the runs it has"
+        ) from None
+
+
+def require_terminal(run: Run, action: str) -> RunSummary:
+    """The run's summary, or :class:`RunNotFinishedError` if it is still running."""
+    summary = run.summary()
+    if not summary.status.is_terminal:
+        raise RunNotFinishedError(
+            f"{action} needs a finished run, and {run.run_id!r} is still "
+            f"{summary.status.value} ({summary.terminal_items:,}/{summary.total_items:,} "
+            f"items terminal): batchor wait {run.run_id} first"
+        )
+    return summary
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 item``, ``2 items``, ``10,000 items``."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+# -- start and watch ----------------------------------------------------------------------
+
+
+@app.command()
+def start(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="INPUT",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="CSV, JSONL or Parquet files (by extension); several become one input, "
+            "with item ids prefixed per file.",
+        ),
+    ],
+    id_column: Annotated[
+        str,
+        typer.Option("--id-column", metavar="COLUMN", help="Column holding each row's unique id."),
+    ],
+    model: Annotated[str, typer.Option("--model", metavar="MODEL", help="Model, e.g. gpt-4.1.")],
+    prompt_column: Annotated[
+        str | None,
+        typer.Option("--prompt-column", metavar="COLUMN", help="Column holding the prompt."),
+    ] = None,
+    prompt_template: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt-template",
+            metavar="TEXT",
+            help="Prompt built from columns, e.g. 'Classify: {text}' (Python str.format).",
+        ),
+    ] = None,
+    system_prompt: Annotated[
+        str | None,
+        typer.Option("--system-prompt", metavar="TEXT", help="System prompt for every item."),
+    ] = None,
+    structured_output: Annotated[
+        str | None,
+        typer.Option(
+            "--structured-output",
+            metavar="MODULE:CLASS",
+            help="Pydantic model each reply must validate into (importable; the working "
+            "directory is on the import path).",
+        ),
+    ] = None,
+    endpoint: Annotated[
+        Endpoint, typer.Option("--endpoint", help="OpenAI endpoint each request calls.")
+    ] = Endpoint.RESPONSES,
+    enqueued_token_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--enqueued-token-limit",
+            metavar="TOKENS",
+            min=1,
+            help="Your organisation's enqueued-token limit for the model; batchor keeps "
+            "70% of it in flight at most.",
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            metavar="ID",
+            show_default="generated",
+            help="Run id; repeat start with the same id to resume an interrupted ingestion.",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Then wait for the run to finish, as batchor wait.")
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", metavar="SECONDS", min=0, help="With --wait: give up after."),
+    ] = None,
+    poll_interval: PollIntervalOption = None,
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Start a run from input files and print its id.
+
+    Every row becomes one request. The whole input is stored before start
+    returns; batches are submitted by whoever drives the run next (batchor
+    wait, or --wait here). If ingestion is interrupted, run the same command
+    with --run-id to continue where it stopped.
+    """
+    if timeout is not None and not wait:
+        raise typer.BadParameter("--timeout needs --wait", param_hint="'--timeout'")
+    if run_id is not None:
+        check_run_id(run_id)
+    prompt = PromptBuilder.from_options(prompt_column, prompt_template, system_prompt)
+    output_model = None if structured_output is None else load_output_model(structured_output)
+    job = BatchJob(
+        items=open_source(inputs, id_column, prompt),
+        build_prompt=prompt,
+        provider_config=provider_config(model, endpoint, enqueued_token_limit),
+        structured_output=output_model,
+    )
+    runner = open_runner(storage, artifacts)
+    run_id = run_id or new_run_id(runner.clock)
+    note(f"{run_id}: {_ingestion_plan(runner, run_id, len(inputs))}")
+    try:
+        with IngestProgress(run_id) as progress:
+            run = runner.start(job, run_id=run_id, progress=progress)
+    except KeyboardInterrupt:
+        note(
+            f"interrupted: run {run_id} is partly ingested; run the same command with "
+            f"--run-id {run_id} to resume"
+        )
+        raise typer.Exit(130) from None
+    summary = run.summary()
+    if not wait:
+        note(
+            f"{run_id}: {plural(summary.total_items, 'item')} stored; batchor wait {run_id} runs it"
+        )
+        if json_output:
+            echo_json(summary_record(summary))
+        else:
+            typer.echo(run.run_id)
+        return
+    if not json_output:
+        typer.echo(run.run_id)
+    _wait_and_report(run, timeout, poll_interval, json_output)
+
+
+def load_output_model(reference: str) -> type[BaseModel]:
+    """The ``--structured-output`` class, imported now so a typo fails before any run."""
+    module, _, name = reference.partition(":")
+    if not module or not name:
+        raise typer.BadParameter(
+            f"{reference!r} is not MODULE:CLASS, e.g. myproject.models:Ticket",
+            param_hint="'--structured-output'",
+        )
+    return import_model(reference)
+
+
+def provider_config(
+    model: str, endpoint: Endpoint, enqueued_token_limit: int | None
+) -> OpenAIProviderConfig:
+    """The provider settings of a CLI run. The key stays in the environment (the
+    provider reads it); ``$OPENAI_BASE_URL`` is stored with the run when set."""
+    require_api_key()
+    base_url = base_url_from_env()
+    try:
+        return OpenAIProviderConfig(
+            model=model,
+            endpoint=endpoint.value,
+            enqueue_limits=None
+            if enqueued_token_limit is None
+            else OpenAIEnqueueLimitConfig(enqueued_token_limit=enqueued_token_limit),
+            **({} if base_url is None else {"base_url": base_url}),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "provider settings"
+        raise ConfigurationError(f"{field}: {first['msg']}") from None
+
+
+def _ingestion_plan(runner: BatchRunner, run_id: str, input_count: int) -> str:
+    """What ``start`` is about to do for ``run_id``: start, resume or nothing."""
+    try:
+        before = runner.get_run(run_id).summary()
+    except RunNotFoundError:
+        return f"starting; ingesting {plural(input_count, 'input file')}"
+    if before.ingest_complete:
+        return f"every item is already stored ({before.total_items:,}); nothing to ingest"
+    return f"resuming ingestion after {plural(before.total_items, 'stored item')}"
+
+
+@app.command()
+def status(
+    run_id: RunIdArgument,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh", help="Advance the run one step (poll the provider) before reporting."
+        ),
+    ] = False,
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show a run's status, item counts, batches, tokens and cost.
+
+    Reads the storage only, unless --refresh.
+    """
+    run = open_run(storage, artifacts, run_id)
+    summary = run.refresh() if refresh else run.summary()
+    if json_output:
+        echo_json(summary_record(summary))
+    else:
+        typer.echo(format_summary(summary))
+
+
+@app.command()
+def runs(
+    active: Annotated[bool, typer.Option("--active", help="Only runs still running.")] = False,
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List the runs in the storage, newest first."""
+    summaries = [
+        run.summary() for run in open_runner(storage, artifacts).list_runs(active_only=active)
+    ]
+    if json_output:
+        echo_json([summary_record(summary) for summary in summaries])
+    elif summaries:
+        typer.echo(format_runs_table(summaries))
+    else:
+        note("no runs" + (" still running" if active else "") + " in this storage")
+
+
+@app.command()
+def wait(
+    run_id: RunIdArgument,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            min=0,
+            show_default="no limit",
+            help="Give up (exit 3) after this long; the run goes on.",
+        ),
+    ] = None,
+    poll_interval: PollIntervalOption = None,
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Drive a run until it finishes, showing progress.
+
+    Exits 0 when every item completed, 1 when the run ended with failures or
+    was cancelled. Interrupting (Ctrl-C) stops watching, not the run.
+    """
+    run = open_run(storage, artifacts, run_id)
+    _wait_and_report(run, timeout, poll_interval, json_output)
+
+
+def _wait_and_report(
+    run: Run, timeout: float | None, poll_interval: float | None, json_output: bool
+) -> None:
+    if not run.status.is_terminal:
+        require_api_key()
+    try:
+        with WaitProgress(to_stderr=json_output) as progress:
+            summary = watch(run, progress, timeout=timeout, poll_interval=poll_interval)
+    except KeyboardInterrupt:
+        note(f"stopped watching; run {run.run_id} goes on (batchor wait {run.run_id})")
+        raise typer.Exit(130) from None
+    if json_output:
+        echo_json(summary_record(summary))
+    else:
+        typer.echo(format_summary(summary))
+    if summary.status is not RunStatus.COMPLETED:
+        raise typer.Exit(ExitCode.RUN_FAILED)
+
+
+def watch(
+    run: Run, progress: WaitProgress, *, timeout: float | None, poll_interval: float | None
+) -> RunSummary:
+    """Refresh ``run`` until it is terminal, reporting each summary to ``progress``.
+
+    Sleeps :func:`~batchor.engine.planning.poll_delay` between steps (adaptive
+    unless ``poll_interval`` or the run's own ``poll_interval`` fixes it) and
+    raises :class:`RunTimeoutError` once ``timeout`` seconds have passed.
+    """
+    fixed = poll_interval if poll_interval is not None else run.config.provider.poll_interval
+    started = last_change = time.monotonic()
+    previous: RunSummary | None = None
+    while True:
+        summary = run.refresh()
+        progress.update(summary)
+        if summary.status.is_terminal:
+            return summary
+        if not summary.ingest_complete:
+            raise RunNotFinishedError(
+                f"run {run.run_id!r} has not finished ingesting its input: run the same "
+                f"`batchor start` again with --run-id {run.run_id} first"
+            )
+        now = time.monotonic()
+        if previous is None or progress_key(summary) != progress_key(previous):
+            last_change = now
+        previous = summary
+        delay = poll_delay(now - last_change, fixed)
+        if timeout is not None:
+            remaining = started + timeout - now
+            if remaining <= 0:
+                raise RunTimeoutError(
+                    f"run {run.run_id!r} is still {summary.status.value} after {timeout:g} s "
+                    f"({summary.terminal_items:,}/{summary.total_items:,} items terminal); "
+                    f"it goes on: batchor wait {run.run_id} to keep waiting"
+                )
+            delay = min(delay, remaining)
+        time.sleep(delay)
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+def _check_results_file(path: Path) -> None:
+    if path.suffix.lower() not in (".jsonl", ".parquet"):
+        raise typer.BadParameter(
+            f"{path}: write .jsonl or .parquet (by extension)", param_hint="'--output'"
+        )
+
+
+@app.command()
+def results(
+    run_id: RunIdArgument,
+    output: ResultsFileOption,
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Write every result of a finished run to a JSONL or Parquet file."""
+    _check_results_file(output)
+    run = open_run(storage, artifacts, run_id)
+    require_terminal(run, "results (batchor export writes what has finished so far)")
+    written = run.export_terminal_results(output)
+    if json_output:
+        echo_json(
+            {
+                "run_id": run_id,
+                "path": str(written.path),
+                "count": written.count,
+                "next_after_sequence": written.next_after_sequence,
+            }
+        )
+    else:
+        typer.echo(f"wrote {plural(written.count, 'result')} to {written.path}")
+
+
+@app.command()
+def export(
+    run_id: RunIdArgument,
+    output: ResultsFileOption,
+    after_sequence: Annotated[
+        int,
+        typer.Option(
+            "--after-sequence",
+            metavar="N",
+            min=0,
+            help="Only results after this sequence number (the last export's next_after_sequence).",
+        ),
+    ] = 0,
+    append: Annotated[
+        bool, typer.Option("--append", help="Append to the file (JSONL only).")
+    ] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", metavar="N", min=1, help="Write at most N results."),
+    ] = None,
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Write the results that finished after a cursor, while the run goes on.
+
+    Prints next_after_sequence: pass it as --after-sequence next time (with
+    --append to grow one JSONL file).
+    """
+    _check_results_file(output)
+    run = open_run(storage, artifacts, run_id)
+    written = run.export_terminal_results(
+        output, after_sequence=after_sequence, append=append, limit=limit
+    )
+    if json_output:
+        echo_json(
+            {
+                "run_id": run_id,
+                "path": str(written.path),
+                "count": written.count,
+                "next_after_sequence": written.next_after_sequence,
+            }
+        )
+    else:
+        typer.echo(
+            f"wrote {plural(written.count, 'result')} to {written.path}; "
+            f"next_after_sequence={written.next_after_sequence}"
+        )
+
+
+@artifacts_app.command("export")
+def artifacts_export(
+    run_id: RunIdArgument,
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR", file_okay=False, help="Destination; files go in DIR/RUN_ID/."
+        ),
+    ],
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Copy a finished run's artifacts and results into DIR/RUN_ID/.
+
+    Writes the request and raw output files, results.jsonl and manifest.json
+    (path, bytes and sha256 of each file).
+    """
+    run = open_run(storage, artifacts, run_id)
+    require_terminal(run, "artifacts export")
+    exported = run.export_artifacts(directory)
+    if json_output:
+        echo_json(
+            {
+                "run_id": run_id,
+                "directory": str(exported.directory),
+                "manifest_path": str(exported.manifest_path),
+                "results_path": str(exported.results_path),
+                "exported_artifact_paths": exported.exported_artifact_paths,
+            }
+        )
+    else:
+        typer.echo(
+            f"exported {plural(len(exported.exported_artifact_paths), 'artifact')} and "
+            "results.jsonl "
+            f"to {exported.directory} (manifest: {exported.manifest_path})"
+        )
+
+
+@artifacts_app.command("prune")
+def artifacts_prune(
+    run_id: RunIdArgument,
+    requests_only: Annotated[
+        bool,
+        typer.Option(
+            "--requests-only",
+            help="Keep raw output/error files (which may only go after artifacts export).",
+        ),
+    ] = False,
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete a finished run's artifacts.
+
+    Request files can go at once; raw output and error files only after
+    batchor artifacts export.
+    """
+    run = open_run(storage, artifacts, run_id)
+    require_terminal(run, "artifacts prune")
+    try:
+        pruned = run.prune_artifacts(include_raw_outputs=not requests_only)
+    except ArtifactRuleError:
+        raise ArtifactRuleError(
+            f"the raw output files of run {run_id!r} must be exported before they are pruned: "
+            f"batchor artifacts export {run_id} DIR first, or prune with --requests-only"
+        ) from None
+    if json_output:
+        echo_json(
+            {
+                "run_id": run_id,
+                "removed_artifact_paths": pruned.removed_artifact_paths,
+                "kept_artifact_paths": pruned.kept_artifact_paths,
+            }
+        )
+    else:
+        typer.echo(
+            f"removed {plural(len(pruned.removed_artifact_paths), 'artifact')}, "
+            f"kept {len(pruned.kept_artifact_paths):,}"
+        )
+
+
+# -- control ------------------------------------------------------------------------------
+
+
+def _report_control(run: Run, message: str, json_output: bool) -> None:
+    summary = run.summary()
+    if json_output:
+        echo_json(summary_record(summary))
+    else:
+        typer.echo(message)
+
+
+@app.command()
+def pause(
+    run_id: RunIdArgument,
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Stop submitting new batches; batches in flight are still collected."""
+    run = open_run(storage, artifacts, run_id)
+    run.pause()
+    _report_control(run, f"paused {run_id}: no new batches until batchor resume", json_output)
+
+
+@app.command()
+def resume(
+    run_id: RunIdArgument,
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Let a paused run submit batches again."""
+    run = open_run(storage, artifacts, run_id)
+    run.resume()
+    _report_control(run, f"resumed {run_id}", json_output)
+
+
+@app.command()
+def cancel(
+    run_id: RunIdArgument,
+    remote: Annotated[
+        bool,
+        typer.Option("--remote", help="Also cancel the provider's batches now in flight."),
+    ] = False,
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Cancel a run, drain-style.
+
+    Nothing new is submitted; batches in flight are still collected (or, with
+    --remote, cancelled at the provider), then every unfinished item fails with
+    run_cancelled. The run ends when next driven (batchor wait).
+    """
+    run = open_run(storage, artifacts, run_id)
+    if remote:
+        require_api_key()
+    run.cancel(remote=remote)
+    _report_control(
+        run,
+        f"cancel requested for {run_id}"
+        + (" (provider batches cancelled)" if remote else "")
+        + f"; batchor wait {run_id} drains it",
+        json_output,
+    )
+
+
+# -- tools --------------------------------------------------------------------------------
+
+
+@app.command()
+def emulator(
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", metavar="PORT", min=0, max=65535, help="Port to listen on (0: any free)."
+        ),
+    ] = 8000,
+    host: Annotated[
+        str, typer.Option("--host", metavar="HOST", help="Address to bind.")
+    ] = "127.0.0.1",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            metavar="DIR",
+            file_okay=False,
+            show_default="temporary",
+            help="Keep files and batches here, across restarts.",
+        ),
+    ] = None,
+) -> None:
+    """Serve the local OpenAI-compatible Files + Batches API until Ctrl-C.
+
+    Point batchor at it with OPENAI_BASE_URL=http://HOST:PORT/v1 and any
+    OPENAI_API_KEY.
+    """
+    from batchor.testing import LocalBatchServer, serve
+
+    server = LocalBatchServer(host=host, port=port, data_dir=data_dir)
+    stop = threading.Event()
+
+    def on_terminate(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_terminate)
+    serve(server, announce=typer.echo, stop=stop)
+
+
+# -- entry point --------------------------------------------------------------------------
+
+
+def exit_code_for(error: BatchorError) -> ExitCode:
+    """The exit code of a library error: usage unless the environment failed."""
+    if isinstance(error, RunTimeoutError):
+        return ExitCode.TIMEOUT
+    if isinstance(error, ProviderError | StorageError):
+        return ExitCode.ENVIRONMENT
+    return ExitCode.USAGE
+
+
+def _error_line(message: str) -> str:
+    """``Error: message`` on one line, with the API key (should a message ever hold
+    it) masked."""
+    line = " ".join(message.split())
+    key = os.environ.get(API_KEY_ENV)
+    if key and len(key) >= 8:
+        line = line.replace(key, "***")
+    return f"Error: {line}"
+
+
+def _usage_hint(error: typer.TyperException) -> str:
+    context = getattr(error, "ctx", None)
+    path = getattr(context, "command_path", None)
+    return f" (see '{path} --help')" if isinstance(path, str) and path else ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``batchor`` with ``argv`` (default: the process arguments); returns the
+    exit code. Every error is one ``Error: ...`` line on stderr, no traceback."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    load_env_file(Path.cwd() / ".env")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # --structured-output classes, as `python -m` would
+    command = typer.main.get_command(app)
+    try:
+        outcome = command.main(arguments or ["--help"], prog_name="batchor", standalone_mode=False)
+    except typer.TyperException as error:
+        typer.echo(_error_line(error.format_message()) + _usage_hint(error), err=True)
+        return error.exit_code
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        return ExitCode.RUN_FAILED
+    except BatchorError as error:
+        typer.echo(_error_line(str(error)), err=True)
+        return exit_code_for(error)
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        typer.echo(_error_line(f"storage: {reason}"), err=True)
+        return ExitCode.ENVIRONMENT
+    except OSError as error:
+        typer.echo(_error_line(str(error)), err=True)
+        return ExitCode.ENVIRONMENT
+    return outcome if isinstance(outcome, int) else ExitCode.OK

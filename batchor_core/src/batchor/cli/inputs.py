@@ -1,0 +1,243 @@
+"""``batchor start`` inputs: files to a checkpointed source, options to a prompt.
+
+Each file becomes the library's own source for its extension (CSV, JSONL,
+Parquet), several files one :class:`~batchor.CompositeItemSource`. Every column
+the options name is checked against each file's header (CSV), first record
+(JSONL) or schema (Parquet) before a run is created, so a typo fails fast with
+the file and column in the message instead of at row 1 of a stored run.
+
+An item's payload is a dict of just the columns the prompt reads; its id is
+the id column's value as text.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import typer
+
+from batchor.job import BatchItem, PromptParts
+from batchor.sources import (
+    CheckpointedItemSource,
+    CompositeItemSource,
+    CsvItemSource,
+    JsonlItemSource,
+    ParquetItemSource,
+)
+
+FORMATS_BY_SUFFIX = {
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+CSV_ENCODING = "utf-8-sig"
+"""UTF-8, with or without the byte-order mark spreadsheet programs write."""
+
+_MAX_LISTED_COLUMNS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class PromptBuilder:
+    """``build_prompt`` for a CLI run: a prompt column or a ``str.format`` template.
+
+    ``fields`` are the payload columns the prompt reads. In a template, a
+    missing value (``None``) renders as an empty string.
+    """
+
+    fields: tuple[str, ...]
+    prompt_column: str | None = None
+    template: str | None = None
+    system_prompt: str | None = None
+
+    @classmethod
+    def from_options(
+        cls, prompt_column: str | None, template: str | None, system_prompt: str | None
+    ) -> PromptBuilder:
+        """The builder for ``--prompt-column`` / ``--prompt-template`` (exactly one)."""
+        if (prompt_column is None) == (template is None):
+            raise typer.BadParameter(
+                "give exactly one of --prompt-column COLUMN or --prompt-template TEXT",
+                param_hint="'--prompt-column' / '--prompt-template'",
+            )
+        if prompt_column is not None:
+            return cls((prompt_column,), prompt_column=prompt_column, system_prompt=system_prompt)
+        assert template is not None
+        return cls(template_fields(template), template=template, system_prompt=system_prompt)
+
+    def __call__(self, item: BatchItem) -> PromptParts:
+        values: Mapping[str, Any] = item.payload
+        if self.prompt_column is not None:
+            value = values[self.prompt_column]
+            prompt = "" if value is None else str(value)
+        else:
+            assert self.template is not None
+            prompt = self.template.format_map(
+                {name: "" if value is None else value for name, value in values.items()}
+            )
+        return PromptParts(prompt=prompt, system_prompt=self.system_prompt)
+
+
+def template_fields(template: str) -> tuple[str, ...]:
+    """The column names a ``str.format`` template refers to, in order of appearance.
+
+    ``{text}``, ``{score:.2f}`` and ``{text!r}`` are fine; positional fields
+    (``{}``, ``{0}``) are not, since rows are looked up by column name.
+    """
+    problem = "'--prompt-template'"
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"not a valid template ({exc}); write a literal brace as {{{{ or }}}}",
+            param_hint=problem,
+        ) from None
+    fields: list[str] = []
+    for _literal, field_name, _spec, _conversion in parsed:
+        if field_name is None:
+            continue
+        name = field_name.split(".", 1)[0].split("[", 1)[0]
+        if not name or name.isdigit():
+            raise typer.BadParameter(
+                f"{{{field_name}}} is positional; name a column instead, e.g. {{text}}",
+                param_hint=problem,
+            )
+        if name not in fields:
+            fields.append(name)
+    return tuple(fields)
+
+
+@dataclass(frozen=True, slots=True)
+class RowReader:
+    """Turns a row (a dict) into an item id and a payload of the prompt's columns."""
+
+    id_column: str
+    fields: tuple[str, ...]
+
+    def item_id(self, row: Any) -> str:
+        if not isinstance(row, Mapping):
+            raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+        value = row[self.id_column]
+        if value is None or value == "":
+            raise ValueError(f"the id column {self.id_column!r} is empty")
+        return str(value)
+
+    def payload(self, row: Any) -> dict[str, Any]:
+        if not isinstance(row, Mapping):
+            raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+        values = {name: row[name] for name in self.fields}
+        # Parquet rows may hold dates, decimals or bytes; payloads must be JSON.
+        converted: dict[str, Any] = json.loads(json.dumps(values, default=str))
+        return converted
+
+
+def input_format(path: Path) -> str:
+    """``csv``, ``jsonl`` or ``parquet``, from the file's extension."""
+    found = FORMATS_BY_SUFFIX.get(path.suffix.lower())
+    if found is None:
+        known = ", ".join(sorted(FORMATS_BY_SUFFIX))
+        raise typer.BadParameter(
+            f"{path}: unknown input format {path.suffix or '(no extension)'!r}; use one of {known}",
+            param_hint="'INPUT'",
+        )
+    return found
+
+
+def read_columns(path: Path, kind: str) -> list[str]:
+    """The column names of an input: CSV header, first JSONL object, Parquet schema."""
+    if kind == "csv":
+        with path.open(encoding=CSV_ENCODING, newline="") as handle:
+            for header in csv.reader(handle):
+                if header:
+                    return header
+        raise _input_problem(f"{path}: the file is empty; a CSV input needs a header row")
+    if kind == "jsonl":
+        with path.open("rb") as handle:
+            for number, line in enumerate(handle, 1):
+                if line.isspace():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise _input_problem(f"{path}, line {number}: invalid JSON ({exc})") from None
+                if not isinstance(row, dict):
+                    raise _input_problem(
+                        f"{path}, line {number}: expected a JSON object, got {type(row).__name__}"
+                    )
+                return [str(key) for key in row]
+        raise _input_problem(f"{path}: the file has no JSON object to read columns from")
+    try:
+        return list(pq.read_schema(path).names)
+    except (pa.ArrowException, OSError) as exc:
+        raise _input_problem(f"{path}: cannot read it as Parquet ({exc})") from None
+
+
+def _input_problem(message: str) -> typer.BadParameter:
+    return typer.BadParameter(message, param_hint="'INPUT'")
+
+
+def _describe(columns: Sequence[str]) -> str:
+    shown = ", ".join(repr(name) for name in columns[:_MAX_LISTED_COLUMNS])
+    if len(columns) > _MAX_LISTED_COLUMNS:
+        shown += f", ... ({len(columns)} columns)"
+    return shown or "none"
+
+
+def check_columns(path: Path, columns: Sequence[str], wanted: Mapping[str, str]) -> None:
+    """A usage error naming the file, the column and the option when an option
+    (``wanted``: column -> option) names a column the file lacks."""
+    for column, option in wanted.items():
+        if column not in columns:
+            raise typer.BadParameter(
+                f"{path} has no column {column!r} (its columns: {_describe(columns)})",
+                param_hint=f"'{option}'",
+            )
+
+
+def open_source(
+    paths: Sequence[Path], id_column: str, prompt: PromptBuilder
+) -> CheckpointedItemSource:
+    """The checkpointed source over ``paths``, after checking every file's columns."""
+    wanted = {id_column: "--id-column"}
+    option = "--prompt-column" if prompt.prompt_column is not None else "--prompt-template"
+    for field in prompt.fields:
+        wanted.setdefault(field, option)
+    reader = RowReader(id_column, prompt.fields)
+    sources: list[CheckpointedItemSource] = []
+    for path in paths:
+        kind = input_format(path)
+        check_columns(path, read_columns(path, kind), wanted)
+        if kind == "csv":
+            sources.append(
+                CsvItemSource(
+                    path,
+                    item_id_from_row=reader.item_id,
+                    payload_from_row=reader.payload,
+                    encoding=CSV_ENCODING,
+                )
+            )
+        elif kind == "jsonl":
+            sources.append(
+                JsonlItemSource(
+                    path, item_id_from_row=reader.item_id, payload_from_row=reader.payload
+                )
+            )
+        else:
+            sources.append(
+                ParquetItemSource(
+                    path,
+                    item_id_from_row=reader.item_id,
+                    payload_from_row=reader.payload,
+                    columns=list(wanted),
+                )
+            )
+    return sources[0] if len(sources) == 1 else CompositeItemSource(sources)

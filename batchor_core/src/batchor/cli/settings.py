@@ -1,0 +1,152 @@
+"""Where the command line finds runs and credentials.
+
+``--storage URL`` (or ``$BATCHOR_STORAGE``) picks the storage, ``--artifacts
+DIR`` (or ``$BATCHOR_ARTIFACTS``) the artifact directory, and the OpenAI
+credentials come from ``$OPENAI_API_KEY`` / ``$OPENAI_BASE_URL``, which a
+``.env`` file in the working directory may provide. The API key is read by the
+provider only; nothing here prints or stores it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import typer
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from batchor.artifacts.local import LocalArtifactStore
+from batchor.errors import ConfigurationError
+from batchor.runner import BatchRunner
+from batchor.storage import PostgresStorage, SQLiteStorage, Storage
+
+STORAGE_ENV = "BATCHOR_STORAGE"
+ARTIFACTS_ENV = "BATCHOR_ARTIFACTS"
+API_KEY_ENV = "OPENAI_API_KEY"
+BASE_URL_ENV = "OPENAI_BASE_URL"
+STORAGE_URL_FORMS = "sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE"
+
+_ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+def load_env_file(path: Path) -> list[str]:
+    """Set the variables of a dotenv file that the environment does not set yet.
+
+    Understands ``KEY=value``, ``export KEY=value``, single- or double-quoted
+    values, blank lines and ``#`` comments (whole-line, or after an unquoted
+    value). Returns the names it set; a missing file sets nothing.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        return []
+    assigned: list[str] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _ENV_LINE.match(line)
+        if match is None:
+            continue
+        name, value = match.group(1), match.group(2)
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].rstrip()
+        if name not in os.environ:
+            os.environ[name] = value
+            assigned.append(name)
+    return assigned
+
+
+def _storage_problem(message: str) -> typer.BadParameter:
+    return typer.BadParameter(message, param_hint=f"'--storage' / ${STORAGE_ENV}")
+
+
+def parse_storage_url(url: str) -> URL:
+    """The parsed ``--storage`` URL, or a usage error saying which forms work.
+
+    The message never repeats the URL itself, which may hold a password.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise _storage_problem(f"not a storage URL; expected {STORAGE_URL_FORMS}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise _storage_problem(
+                "an in-memory SQLite database does not outlive the command; "
+                "give a file: sqlite:///PATH (relative) or sqlite:////PATH (absolute)"
+            )
+        return parsed
+    if backend == "postgresql":
+        if not parsed.database:
+            raise _storage_problem("the PostgreSQL URL names no database (…/DATABASE)")
+        return parsed
+    raise _storage_problem(
+        f"unsupported storage scheme {parsed.drivername!r}; expected {STORAGE_URL_FORMS}"
+    )
+
+
+def open_storage(url: str | None) -> Storage:
+    """The storage a ``--storage`` URL names; ``None`` is the default SQLite file
+    ``$BATCHOR_HOME/default.sqlite3``.
+
+    ``postgresql`` URLs may carry ``?schema=NAME`` to choose the database schema
+    batchor uses (default ``batchor``).
+    """
+    if url is None:
+        return SQLiteStorage(name="default")
+    parsed = parse_storage_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        assert parsed.database is not None
+        return SQLiteStorage(path=parsed.database)
+    schema = parsed.query.get("schema", "batchor")
+    if not isinstance(schema, str):
+        raise _storage_problem("give ?schema= at most once")
+    dsn = parsed.difference_update_query(["schema"]).render_as_string(hide_password=False)
+    try:
+        return PostgresStorage(dsn, schema=schema)
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"PostgreSQL storage needs a driver ({exc.name} is not installed): "
+            "pip install 'batchor-core[postgres]'"
+        ) from None
+
+
+def open_runner(storage_url: str | None, artifacts: Path | None) -> BatchRunner:
+    """A runner on the storage and artifact directory the options name.
+
+    Artifacts default to the directory beside a SQLite file. A PostgreSQL
+    storage has no such place, and the runner's fallback (a temporary
+    directory) would vanish with this process, so it needs ``--artifacts``.
+    """
+    if (
+        storage_url is not None
+        and artifacts is None
+        and parse_storage_url(storage_url).get_backend_name() == "postgresql"
+    ):
+        raise typer.BadParameter(
+            "PostgreSQL storage needs an artifact directory that outlives this command: "
+            f"pass --artifacts DIR or set ${ARTIFACTS_ENV}",
+            param_hint=f"'--artifacts' / ${ARTIFACTS_ENV}",
+        )
+    return BatchRunner(
+        storage=open_storage(storage_url),
+        artifact_store=None if artifacts is None else LocalArtifactStore(artifacts),
+    )
+
+
+def require_api_key() -> None:
+    """A clear usage error, before any work, when no API key is configured."""
+    if not os.environ.get(API_KEY_ENV):
+        raise ConfigurationError(
+            f"no OpenAI API key: set {API_KEY_ENV} in the environment or in ./.env"
+        )
+
+
+def base_url_from_env() -> str | None:
+    """``$OPENAI_BASE_URL`` when set and not empty."""
+    return os.environ.get(BASE_URL_ENV) or None

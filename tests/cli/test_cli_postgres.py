@@ -1,0 +1,33 @@
+"""The CLI on PostgreSQL storage: ``--storage postgresql+psycopg://...?schema=NAME``."""
+
+from __future__ import annotations
+
+import pytest
+from cli_kit import Cli, run_id_of, tickets, write_csv
+
+from batchor import PostgresStorage
+
+
+@pytest.mark.postgres
+def test_a_run_in_postgresql_storage_is_started_waited_for_and_read(
+    cli: Cli, postgres_storage: PostgresStorage
+) -> None:
+    url = postgres_storage.engine.url.render_as_string(hide_password=False)
+    on_postgres = cli.with_env(
+        BATCHOR_STORAGE=f"{url}?schema={postgres_storage.schema}",
+        BATCHOR_ARTIFACTS=str(cli.cwd / "artifacts"),
+    )
+    write_csv(cli.cwd / "tickets.csv", tickets(3))
+
+    started = on_postgres(
+        "start", "tickets.csv", "--id-column", "id", "--prompt-column", "text",
+        "--model", "gpt-4.1", "--wait",
+    )  # fmt: skip
+    listed = on_postgres("runs", "--json")
+
+    assert started.code == 0, started
+    run_id = run_id_of(started)
+    assert [summary["run_id"] for summary in listed.json()] == [run_id]
+    assert listed.json()[0]["completed_items"] == 3
+    assert postgres_storage.get_run(run_id) is not None
+    assert list((cli.cwd / "artifacts").rglob("*.jsonl"))

@@ -1,0 +1,95 @@
+"""``batchor start`` end to end: a Parquet round trip with structured output, and
+resuming an ingestion killed half-way."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import signal
+
+import pyarrow.parquet as pq
+import pytest
+from cli_kit import (
+    STRUCTURED_OUTPUT_MODULE,
+    Cli,
+    run_id_of,
+    tickets,
+    write_csv,
+    write_parquet,
+)
+
+
+@pytest.mark.slow
+def test_parquet_input_round_trips_through_start_wait_and_results(cli: Cli) -> None:
+    rows = [
+        {**row, "received": datetime.date(2026, 3, 29), "ignored": b"\x00binary"}
+        for row in tickets(4)
+    ]
+    write_parquet(cli.cwd / "tickets.parquet", rows)
+    (cli.cwd / "cli_models.py").write_text(STRUCTURED_OUTPUT_MODULE)
+
+    started = cli(
+        "start", "tickets.parquet",
+        "--id-column", "id",
+        "--prompt-template", "Triage (priority {priority}, {received}): {text}",
+        "--system-prompt", "You triage support tickets.",
+        "--structured-output", "cli_models:Triage",
+        "--model", "gpt-4.1-mini",
+    )  # fmt: skip
+    assert started.code == 0, started
+    run_id = run_id_of(started)
+    assert re.fullmatch(r"batchor_\d{8}T\d{6}Z_[0-9a-f]{8}", run_id)
+    assert started.stdout == run_id + "\n"
+
+    waited = cli("wait", run_id, "--poll-interval", "0.1")
+    assert waited.code == 0, waited
+    progress = [line for line in waited.stdout.splitlines() if line.startswith("[")]
+    assert progress, waited  # plain lines: stdout is not a terminal
+    assert f"] {run_id} completed: 4/4 items terminal (4 completed, 0 failed)" in progress[-1]
+    assert "status    completed" in waited.stdout
+
+    written = cli("results", run_id, "--output", "results.parquet")
+    assert written.code == 0, written
+    assert written.stdout.strip() == f"wrote 4 results to {cli.cwd / 'results.parquet'}"
+
+    table = pq.read_table(cli.cwd / "results.parquet").to_pylist()
+    assert sorted(row["item_id"] for row in table) == ["t0", "t1", "t2", "t3"]
+    assert {row["status"] for row in table} == {"completed"}
+    assert [row["sequence"] for row in table] == [1, 2, 3, 4]
+    for row in table:
+        output = json.loads(row["output_json"])
+        assert set(output) == {"topic", "urgency"}
+        assert output["topic"] in ("billing", "shipping", "other")
+        assert json.loads(row["output_text"]) == output
+        assert row["input_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_start_again_with_the_run_id_resumes_an_ingestion_killed_midway(cli: Cli) -> None:
+    total = 30_000  # three 10,000-item ingestion slices
+    write_csv(cli.cwd / "big.csv", tickets(total))
+    arguments = (
+        "start", "big.csv", "--id-column", "id", "--prompt-column", "text",
+        "--model", "gpt-4.1", "--run-id", "big-run", "--json",
+    )  # fmt: skip
+
+    process = cli.spawn(*arguments)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "ingested 10,000 items" in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+    resumed = cli(*arguments)
+
+    assert resumed.code == 0, resumed
+    stored_before = re.search(r"resuming ingestion after ([\d,]+) stored items", resumed.stderr)
+    assert stored_before, resumed
+    assert 10_000 <= int(stored_before.group(1).replace(",", "")) < total
+    summary = resumed.json()
+    assert summary["total_items"] == total
+    assert summary["ingest_complete"] is True
+    assert summary["pending_items"] == total
