@@ -96,6 +96,24 @@ def test_a_worker_drives_every_started_run_to_the_end_then_stops_when_idle(
     assert storage.run_lease_owners() == set()
 
 
+def test_a_worker_claiming_several_runs_at_a_time_drives_them_all(
+    storage: Storage, artifacts: LocalArtifactStore, server: LocalBatchServer
+) -> None:
+    run_ids = start_runs(storage, artifacts, server, 5)
+
+    report = run_worker(
+        storage,
+        artifacts,
+        api_key=API_KEY,
+        poll_interval=0.02,
+        max_runs_per_tick=3,
+        until_idle=True,
+    )
+
+    assert sorted(report.finished_run_ids) == sorted(run_ids)
+    assert storage.run_lease_owners() == set()
+
+
 def test_a_worker_with_nothing_to_do_returns_at_once_when_idle(
     storage: Storage, artifacts: LocalArtifactStore
 ) -> None:
