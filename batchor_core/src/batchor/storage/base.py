@@ -24,6 +24,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    inspect,
     literal,
     or_,
     select,
@@ -210,26 +211,34 @@ class Storage:
         return self._transaction(write=False)
 
     def _migrate(self) -> None:
+        """Create the schema, or check its version and migrate it forward.
+
+        The version is read before anything is created, so a database written by
+        a newer batchor is refused untouched.
+        """
         with self._write() as conn:
             self._lock_for_migration(conn)
+            version = None
+            translate = conn.get_execution_options().get("schema_translate_map") or {}
+            if inspect(conn).has_table(schema.meta.name, schema=translate.get(None)):
+                value = conn.execute(
+                    select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+                ).scalar()
+                version = None if value is None else int(value)
+            if version is not None and version > schema.SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self!r} has schema version {version}, newer than this batchor "
+                    f"({schema.SCHEMA_VERSION}); upgrade batchor-core"
+                )
             schema.metadata.create_all(conn, checkfirst=True)
-            row = conn.execute(
-                select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
-            ).first()
-            if row is None:
+            if version is None:
                 conn.execute(
                     schema.meta.insert().values(
                         key="schema_version", value=str(schema.SCHEMA_VERSION)
                     )
                 )
-                return
-            version = int(row[0])
-            if version > schema.SCHEMA_VERSION:
-                raise StorageError(
-                    f"{self!r} has schema version {version}, newer than this batchor "
-                    f"({schema.SCHEMA_VERSION}); upgrade batchor-core"
-                )
-            # Forward migrations go here, one function per version step.
+            # Forward migrations go here: one function per version step, applied
+            # in order from `version` to SCHEMA_VERSION, then the row updated.
 
     def _lock_for_migration(self, conn: Connection) -> None:
         """Serialize schema creation between processes (PostgreSQL overrides)."""
