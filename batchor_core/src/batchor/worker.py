@@ -32,7 +32,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from batchor.artifacts.base import ArtifactStore
-from batchor.engine.driver import LEASE_TTL_SECONDS, _is_dead_local_owner
+from batchor.engine.driver import LEASE_TTL_SECONDS, is_dead_local_owner
 from batchor.engine.planning import poll_delay
 from batchor.errors import ConfigurationError
 from batchor.results import RunSummary
@@ -145,7 +145,7 @@ class _Worker:
         a time in ``run_pk`` order. Returns whether any run changed."""
         owner = self.runner.lease_owner
         dead = {
-            holder for holder in self.storage.run_lease_owners() if _is_dead_local_owner(holder)
+            holder for holder in self.storage.run_lease_owners() if is_dead_local_owner(holder)
         }
         cursor, changed, stepped = 0, False, set()
         while not stop.is_set():

@@ -53,7 +53,7 @@ def new_lease_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _is_dead_local_owner(owner: str | None) -> bool:
+def is_dead_local_owner(owner: str | None) -> bool:
     if owner is None:
         return False
     host, _, rest = owner.partition(":")
@@ -120,7 +120,7 @@ class RunDriver:
         record = self._record()
         if record.status.is_terminal or not record.ingest_complete:
             return False
-        steal = record.lease_owner if _is_dead_local_owner(record.lease_owner) else None
+        steal = record.lease_owner if is_dead_local_owner(record.lease_owner) else None
         if not self.storage.try_acquire_lease(
             record.run_pk, self.owner, now=self.clock.now(), ttl=self.lease_ttl, steal_from=steal
         ):
