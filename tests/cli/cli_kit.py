@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +122,8 @@ class Cli:
 
 
 Command = tuple[Cli, Sequence[str]]
+Invoke = Callable[..., tuple[int, str, str]]
+"""``invoke(*args) -> (exit code, stdout, stderr)`` of ``batchor.cli.main`` in-process."""
 
 
 def run_chains(chains: Mapping[str, Sequence[Command]]) -> dict[str, list[Outcome]]:

@@ -1,12 +1,24 @@
-"""The ``cli`` fixture: ``batchor`` for one test, against its own local server."""
+"""Fixtures: ``cli`` runs the installed executable for one test, against its own local
+server; ``invoke`` runs ``batchor.cli.main`` in-process, for cases where a subprocess
+per check would cost more than a second each."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
-from cli_kit import TEST_API_KEY, Cli, deterministic_environment
+from cli_kit import (
+    TEST_API_KEY,
+    Cli,
+    Invoke,
+    deterministic_environment,
+    tickets,
+    write_csv,
+    write_jsonl,
+)
 
+from batchor.cli import main
 from batchor.testing import LocalBatchServer
 
 
@@ -22,3 +34,24 @@ def cli(server: LocalBatchServer, tmp_path: Path) -> Cli:
             BATCHOR_HOME=str(tmp_path / "home"),
         ),
     )
+
+
+@pytest.fixture
+def invoke(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Invoke:
+    """``batchor ARGS`` in-process in ``tmp_path``: ``(exit code, stdout, stderr)``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("COLUMNS", "100")
+    write_csv(tmp_path / "tickets.csv", tickets(3))
+    write_jsonl(tmp_path / "tickets.jsonl", tickets(3))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -26,6 +26,7 @@ from cli_kit import (
     write_jsonl,
 )
 
+from batchor import BatchRunner, SQLiteStorage
 from batchor.testing import BatchPace, LocalBatchServer
 
 REFUSED_API_KEY = "sk-wrong-key-that-must-never-be-printed-4242"
@@ -95,21 +96,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
             {
                 "status": [(cli, ["status", "composite"])],
                 "runs": [(cli, ["runs"])],
-                "first page": [(cli, ["export", "composite", "-o", "first.jsonl",
-                                      "--limit", "2"])],
-                "rest appended": [(cli, ["export", "composite", "-o", "appended.jsonl",
-                                         "--after-sequence", "2", "--append", "--json"])],
-                "results of a running run": [(cli, ["results", "running", "--output",
-                                                    "early.parquet"])],
+                "export": [(cli, ["export", "composite", "-o", "appended.jsonl",
+                                  "--after-sequence", "1", "--limit", "2", "--append"])],
                 "pause, resume": [(cli, ["pause", "running", "--json"]),
                                   (cli, ["resume", "running", "--json"])],
                 "cancel remote, wait": [(cli, ["cancel", "slow", "--remote", "--json"]),
                                         (cli, ["wait", "slow", "--json",
                                                "--poll-interval", "0.1"])],
-                "prune, export, prune": [(cli, ["artifacts", "prune", "composite"]),
-                                         (cli, ["artifacts", "export", "composite", "exported",
-                                                "--json"]),
-                                         (cli, ["artifacts", "prune", "composite"])],
+                "export, prune": [(cli, ["artifacts", "export", "composite", "exported",
+                                         "--json"]),
+                                  (cli, ["artifacts", "prune", "composite"])],
             }
         )  # fmt: skip
         yield Runs(directory, {name: chain[0] for name, chain in started.items()}, then)
@@ -200,42 +196,29 @@ def test_runs_lists_every_run_with_status_and_counts(runs: Runs) -> None:
     assert by_id["running"][3:5] == ["0/5", "0"]
 
 
-def test_export_pages_through_results_with_a_cursor(runs: Runs) -> None:
-    [first], [rest] = runs.then["first page"], runs.then["rest appended"]
+def test_export_appends_the_results_after_a_cursor(runs: Runs) -> None:
+    [outcome] = runs.then["export"]
 
-    assert first.code == 0, first
-    assert first.stdout.rstrip().endswith("; next_after_sequence=2")
-    assert [row["sequence"] for row in read_jsonl(runs.directory / "first.jsonl")] == [1, 2]
-    assert (rest.json()["count"], rest.json()["next_after_sequence"]) == (2, 4)
+    assert outcome.code == 0, outcome
+    assert outcome.stdout == (
+        f"wrote 2 results to {runs.directory / 'appended.jsonl'}; next_after_sequence=3\n"
+    )
     appended = read_jsonl(runs.directory / "appended.jsonl")
     assert appended[0] == {"earlier": "line"}
-    assert [row["sequence"] for row in appended[1:]] == [3, 4]
+    assert [row["sequence"] for row in appended[1:]] == [2, 3]
 
 
 def test_several_inputs_become_one_run_with_ids_namespaced_per_file(runs: Runs) -> None:
-    rows = [
-        *read_jsonl(runs.directory / "first.jsonl"),
-        *read_jsonl(runs.directory / "appended.jsonl")[1:],
-    ]
+    storage = SQLiteStorage(path=runs.directory / "runs.sqlite3")
+    results = BatchRunner(storage=storage).get_run("composite").results()
 
-    by_id = {str(row["item_id"]): row for row in rows}
+    by_id = {result.item_id: result for result in results}
     assert sorted(by_id) == ["0-a:1", "0-a:2", "1-b:1", "1-b:2"]
-    assert "from b" in str(by_id["1-b:1"]["output_text"])
-    assert by_id["1-b:2"]["status"] == "failed"
-    error = by_id["1-b:2"]["error"]
-    assert isinstance(error, dict)
-    assert (error["code"], error["retryable"]) == ("invalid_request_error", False)
-
-
-def test_results_refuses_a_run_that_is_still_running(runs: Runs) -> None:
-    [outcome] = runs.then["results of a running run"]
-
-    assert outcome.code == 2, outcome
-    assert outcome.error_lines == [
-        "Error: results (batchor export writes what has finished so far) needs a finished "
-        "run, and 'running' is still running (0/5 items terminal): batchor wait running first"
-    ]
-    assert not (runs.directory / "early.parquet").exists()
+    assert "from b" in str(by_id["1-b:1"].output_text)
+    assert by_id["1-b:2"].error is not None
+    assert by_id["1-b:2"].error.code == "invalid_request_error"
+    lineage = by_id["1-b:2"].metadata["batchor_lineage"]
+    assert (lineage["source_namespace"], lineage["source_primary_key"]) == ("1-b", "2")
 
 
 # -- control --------------------------------------------------------------------------------
@@ -264,14 +247,9 @@ def test_cancel_remote_stops_batches_in_flight_and_wait_exits_1(runs: Runs) -> N
 # -- artifacts ------------------------------------------------------------------------------
 
 
-def test_raw_outputs_are_pruned_only_after_they_were_exported(runs: Runs) -> None:
-    refused, exported, pruned = runs.then["prune, export, prune"]
+def test_artifacts_export_writes_a_manifest_and_prune_removes_them(runs: Runs) -> None:
+    exported, pruned = runs.then["export, prune"]
 
-    assert refused.code == 2, refused
-    assert refused.error_lines == [
-        "Error: the raw output files of run 'composite' must be exported before they are "
-        "pruned: batchor artifacts export composite DIR first, or prune with --requests-only"
-    ]
     assert exported.code == 0, exported
     manifest_path = Path(exported.json()["manifest_path"])
     assert manifest_path == runs.directory / "exported" / "composite" / "manifest.json"

@@ -5,49 +5,15 @@ The executable's own usage errors are in ``test_cli_usage_errors``."""
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cli_kit import TEST_API_KEY, tickets, write_csv, write_jsonl
+from cli_kit import Invoke, write_csv
 
-from batchor import (
-    BatchItem,
-    BatchJob,
-    BatchRunner,
-    OpenAIProviderConfig,
-    PromptParts,
-    SQLiteStorage,
-)
-from batchor.cli import main
 from batchor.cli.inputs import template_fields
 from batchor.cli.settings import load_env_file
-from batchor.testing import LocalBatchServer
 
-Invoke = Callable[..., tuple[int, str, str]]
 PROMPT = ("--prompt-column", "text", "--model", "gpt-4.1")
-
-
-@pytest.fixture
-def invoke(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Invoke:
-    """``batchor ARGS`` in-process in ``tmp_path``: ``(exit code, stdout, stderr)``."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setenv("OPENAI_API_KEY", TEST_API_KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
-    monkeypatch.setenv("COLUMNS", "100")
-    write_csv(tmp_path / "tickets.csv", tickets(3))
-    write_jsonl(tmp_path / "tickets.jsonl", tickets(3))
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 USAGE_ERRORS: dict[str, tuple[list[str], str]] = {
@@ -197,30 +163,6 @@ def test_no_arguments_prints_the_help(invoke: Invoke) -> None:
 
     assert code == 0
     assert stdout.startswith("Usage: batchor [OPTIONS] COMMAND [ARGS]...")
-
-
-def test_control_of_a_finished_run_is_refused(
-    invoke: Invoke, server: LocalBatchServer, tmp_path: Path
-) -> None:
-    runner = BatchRunner(storage=SQLiteStorage(path=tmp_path / "runs.sqlite3"))
-    run = runner.run_and_wait(
-        BatchJob(
-            items=[BatchItem("only", "hello")],
-            build_prompt=lambda item: PromptParts(prompt=str(item.payload)),
-            provider_config=OpenAIProviderConfig(
-                model="gpt-4.1", api_key=TEST_API_KEY, base_url=server.base_url
-            ),
-        ),
-        run_id="done",
-    )
-    assert run.status.is_terminal
-
-    code, _, stderr = invoke("pause", "done", "--storage", "sqlite:///runs.sqlite3")
-
-    assert code == 2
-    assert stderr.splitlines() == [
-        f"Error: run 'done' is already {run.status.value}; cannot pause it"
-    ]
 
 
 def test_template_fields_are_the_columns_it_names_in_order() -> None:

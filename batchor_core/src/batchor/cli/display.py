@@ -9,7 +9,6 @@ periodic lines otherwise, so logs and CI output stay readable.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -37,6 +36,8 @@ PLAIN_PROGRESS_INTERVAL = 30.0
 """Seconds between plain progress lines while nothing changes."""
 PLAIN_PROGRESS_MIN_INTERVAL = 1.0
 """Least seconds between two plain progress lines, however fast the run moves."""
+PLAIN_INGEST_INTERVAL = 5.0
+"""Least seconds between two plain ingestion lines after the first."""
 
 
 def timestamp(epoch: float | None) -> str | None:
@@ -269,8 +270,9 @@ class WaitProgress:
 class IngestProgress:
     """Reports items stored while ``batchor start`` ingests its input (on stderr).
 
-    A spinner with a running count on an interactive terminal; otherwise one
-    line per stored slice (``ingested 10,000 items``).
+    A spinner with a running count on an interactive terminal; otherwise a line
+    (``ingested 10,000 items``) for the first stored slice and then at most one
+    every 5 s.
     """
 
     def __init__(self, run_id: str) -> None:
@@ -278,6 +280,7 @@ class IngestProgress:
         self._run_id = run_id
         self._live: Progress | None = None
         self._task_id: Any = None
+        self._last_line_at: float | None = None
 
     def __enter__(self) -> IngestProgress:
         if self._console.is_interactive:
@@ -306,6 +309,8 @@ class IngestProgress:
             self._live.update(
                 self._task_id, description=f"{self._run_id}: {stored_items:,} items ingested"
             )
-        else:
+            return
+        now = time.monotonic()
+        if self._last_line_at is None or now - self._last_line_at >= PLAIN_INGEST_INTERVAL:
             typer.echo(f"{self._run_id}: ingested {stored_items:,} items", err=True)
-            sys.stderr.flush()
+            self._last_line_at = now
