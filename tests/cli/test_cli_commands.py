@@ -90,8 +90,8 @@ def test_results_refuses_a_run_that_is_still_running(pending: Run, invoke: Invok
 
     assert (code, stdout) == (2, "")
     assert stderr == (
-        "Error: results (batchor export writes what has finished so far) needs a finished "
-        "run, and 'pending' is still running (0/3 items terminal): batchor wait pending first\n"
+        "Error: results needs a finished run, and 'pending' is still running (0/3 items "
+        "terminal): batchor wait pending first, or batchor export for what has finished so far\n"
     )
     assert not Path("early.parquet").exists()
 

@@ -1,11 +1,12 @@
-"""The CLI on PostgreSQL storage: ``--storage postgresql+psycopg://...?schema=NAME``."""
+"""The CLI on PostgreSQL storage: ``$BATCHOR_STORAGE=postgresql+psycopg://...?schema=NAME``
+with ``$BATCHOR_ARTIFACTS``."""
 
 from __future__ import annotations
 
 import pytest
 from cli_kit import Cli, run_id_of, tickets, write_csv
 
-from batchor import PostgresStorage
+from batchor import BatchRunner, PostgresStorage
 
 
 @pytest.mark.postgres
@@ -23,11 +24,11 @@ def test_a_run_in_postgresql_storage_is_started_waited_for_and_read(
         "start", "tickets.csv", "--id-column", "id", "--prompt-column", "text",
         "--model", "gpt-4.1", "--wait",
     )  # fmt: skip
-    listed = on_postgres("runs", "--json")
 
     assert started.code == 0, started
     run_id = run_id_of(started)
-    assert [summary["run_id"] for summary in listed.json()] == [run_id]
-    assert listed.json()[0]["completed_items"] == 3
-    assert postgres_storage.get_run(run_id) is not None
-    assert list((cli.cwd / "artifacts").rglob("*.jsonl"))
+    assert "status    completed" in started.stdout
+    runner = BatchRunner(storage=postgres_storage)
+    assert [run.run_id for run in runner.list_runs()] == [run_id]
+    assert runner.get_run(run_id).summary().completed_items == 3
+    assert list((cli.cwd / "artifacts" / "runs" / run_id).rglob("*.jsonl"))

@@ -15,7 +15,6 @@ from cli_kit import (
     run_concurrently,
     tickets,
     write_csv,
-    write_parquet,
 )
 
 PROMPT = ("--prompt-column", "text", "--model", "gpt-4.1")
@@ -25,11 +24,6 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "missing id column in a CSV header": (
         ["start", "tickets.csv", "--id-column", "key", *PROMPT],
         ["'--id-column'", "tickets.csv has no column 'key'", "'id', 'text', 'priority'"],
-    ),
-    "missing prompt column in a Parquet schema": (
-        ["start", "tickets.parquet", "--id-column", "id", "--prompt-column", "body",
-         "--model", "gpt-4.1"],
-        ["'--prompt-column'", "tickets.parquet has no column 'body'"],
     ),
     "unknown run id": (
         ["status", "batchor_20260101T000000Z_00000000"],
@@ -63,7 +57,6 @@ def outcomes(usage_directory: Path) -> dict[str, Outcome]:
     directory = usage_directory
     rows = tickets(3)
     write_csv(directory / "tickets.csv", rows)
-    write_parquet(directory / "tickets.parquet", rows)
     cli = Cli(
         directory,
         deterministic_environment(

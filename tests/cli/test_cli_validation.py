@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from cli_kit import Invoke, write_csv
+from cli_kit import Invoke, tickets, write_csv, write_parquet
 
 from batchor.cli.inputs import template_fields
 from batchor.cli.settings import load_env_file
@@ -37,6 +37,12 @@ USAGE_ERRORS: dict[str, tuple[list[str], str]] = {
         ["start", "tickets.jsonl", "--id-column", "id", "--prompt-template", "Say {body}",
          "--model", "gpt-4.1"],
         "Error: Invalid value for '--prompt-template': tickets.jsonl has no column 'body' "
+        "(its columns: 'id', 'text', 'priority') (see 'batchor start --help')",
+    ),
+    "missing prompt column in a Parquet schema": (
+        ["start", "tickets.parquet", "--id-column", "id", "--prompt-column", "body",
+         "--model", "gpt-4.1"],
+        "Error: Invalid value for '--prompt-column': tickets.parquet has no column 'body' "
         "(its columns: 'id', 'text', 'priority') (see 'batchor start --help')",
     ),
     "missing column in the second of several inputs": (
@@ -102,6 +108,7 @@ def test_usage_error_is_exit_2_and_one_line(case: str, invoke: Invoke, tmp_path:
     write_csv(tmp_path / "other.csv", [{"id": 1, "body": "x"}])
     (tmp_path / "notes.txt").write_text("id,text\n1,hello\n")
     (tmp_path / "list.jsonl").write_text("[1, 2]\n")
+    write_parquet(tmp_path / "tickets.parquet", tickets(3))
 
     code, stdout, stderr = invoke(*arguments)
 

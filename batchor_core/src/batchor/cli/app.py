@@ -55,7 +55,7 @@ from batchor.errors import (
 )
 from batchor.job import BatchJob
 from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
-from batchor.results import RunStatus, RunSummary
+from batchor.results import RunStatus, RunSummary, TerminalResultsExport
 from batchor.run import Run
 from batchor.runner import BatchRunner, new_run_id
 
@@ -72,6 +72,8 @@ class ExitCode(IntEnum):
     """``--timeout`` elapsed while the run was still running."""
     ENVIRONMENT = 4
     """The provider, the storage or the file system failed."""
+    INTERRUPTED = 130
+    """Ctrl-C (a run being started or watched can be resumed)."""
 
 
 class Endpoint(StrEnum):
@@ -165,14 +167,14 @@ def open_run(storage: str | None, artifacts: Path | None, run_id: str) -> Run:
         ) from None
 
 
-def require_terminal(run: Run, action: str) -> RunSummary:
+def require_terminal(run: Run, action: str, alternative: str = "") -> RunSummary:
     """The run's summary, or :class:`RunNotFinishedError` if it is still running."""
     summary = run.summary()
     if not summary.status.is_terminal:
         raise RunNotFinishedError(
             f"{action} needs a finished run, and {run.run_id!r} is still "
             f"{summary.status.value} ({summary.terminal_items:,}/{summary.total_items:,} "
-            f"items terminal): batchor wait {run.run_id} first"
+            f"items terminal): batchor wait {run.run_id} first{alternative}"
         )
     return summary
 
@@ -292,7 +294,7 @@ def start(
             f"interrupted: run {run_id} is partly ingested; run the same command with "
             f"--run-id {run_id} to resume"
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     summary = run.summary()
     if not wait:
         note(
@@ -433,7 +435,7 @@ def _wait_and_report(
             summary = watch(run, progress, timeout=timeout, poll_interval=poll_interval)
     except KeyboardInterrupt:
         note(f"stopped watching; run {run.run_id} goes on (batchor wait {run.run_id})")
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     if json_output:
         echo_json(summary_record(summary))
     else:
@@ -484,6 +486,16 @@ def watch(
 # -- results ------------------------------------------------------------------------------
 
 
+def export_record(run_id: str, written: TerminalResultsExport) -> dict[str, object]:
+    """What ``results``/``export --json`` print: the file, the count and the cursor."""
+    return {
+        "run_id": run_id,
+        "path": str(written.path),
+        "count": written.count,
+        "next_after_sequence": written.next_after_sequence,
+    }
+
+
 def _check_results_file(path: Path) -> None:
     if path.suffix.lower() not in (".jsonl", ".parquet"):
         raise typer.BadParameter(
@@ -502,17 +514,10 @@ def results(
     """Write every result of a finished run to a JSONL or Parquet file."""
     _check_results_file(output)
     run = open_run(storage, artifacts, run_id)
-    require_terminal(run, "results (batchor export writes what has finished so far)")
+    require_terminal(run, "results", ", or batchor export for what has finished so far")
     written = run.export_terminal_results(output)
     if json_output:
-        echo_json(
-            {
-                "run_id": run_id,
-                "path": str(written.path),
-                "count": written.count,
-                "next_after_sequence": written.next_after_sequence,
-            }
-        )
+        echo_json(export_record(run_id, written))
     else:
         typer.echo(f"wrote {plural(written.count, 'result')} to {written.path}")
 
@@ -552,14 +557,7 @@ def export(
         output, after_sequence=after_sequence, append=append, limit=limit
     )
     if json_output:
-        echo_json(
-            {
-                "run_id": run_id,
-                "path": str(written.path),
-                "count": written.count,
-                "next_after_sequence": written.next_after_sequence,
-            }
-        )
+        echo_json(export_record(run_id, written))
     else:
         typer.echo(
             f"wrote {plural(written.count, 'result')} to {written.path}; "
@@ -802,7 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except typer.Abort:
         typer.echo("Aborted.", err=True)
-        return ExitCode.RUN_FAILED
+        return ExitCode.INTERRUPTED
     except BatchorError as error:
         typer.echo(_error_line(str(error)), err=True)
         return exit_code_for(error)
