@@ -25,6 +25,7 @@ from batchor.engine.config import Clock
 from batchor.errors import DuplicateItemIdError, ItemBuildError
 from batchor.job import LINEAGE_KEY, BatchItem, BatchJob, PromptParts
 from batchor.providers.base import BatchProvider
+from batchor.results import RunControlState
 from batchor.sources.base import CheckpointedItem, CheckpointedItemSource, durable_checkpoint
 from batchor.storage.base import NewItem, RunRecord, Storage, dumps_json
 
@@ -47,6 +48,10 @@ def ingest(
     A :class:`CheckpointedItemSource` resumes from the stored checkpoint and any
     repeated id is an error. A plain iterable is read from the start and items
     whose ids are already stored are skipped.
+
+    A run being cancelled ingests nothing more (checked before each slice, so a
+    ``cancel()`` from another process stops a long ingestion): its ingestion is
+    marked over, and the driver then fails the stored items with ``run_cancelled``.
     """
     source = job.items
     checkpointed = isinstance(source, CheckpointedItemSource)
@@ -56,7 +61,12 @@ def ingest(
     item_count = record.item_count
     segment = record.next_segment
     checkpoint_json = record.source_checkpoint
-    for items, checkpoint in _slices(source, record, job.chunk_policy.ingest_slice_size):
+    slices = _slices(source, record, job.chunk_policy.ingest_slice_size)
+    while not _cancel_requested(storage, record.run_id):
+        next_slice = next(slices, None)
+        if next_slice is None:
+            break
+        items, checkpoint = next_slice
         item_ids = _item_ids(items, position)
         stored = storage.find_item_ids(record.run_pk, item_ids)
         if stored and checkpointed:
@@ -90,6 +100,11 @@ def ingest(
             progress(item_count)
     storage.mark_ingest_complete(record.run_pk, now=clock.now())
     return item_count
+
+
+def _cancel_requested(storage: Storage, run_id: str) -> bool:
+    current = storage.get_run(run_id)
+    return current is not None and current.control_state is RunControlState.CANCEL_REQUESTED
 
 
 def _slices(
