@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dagster_kit import TEST_API_KEY
 
 from batchor.testing import LocalBatchServer
 from batchor_dagster import BatchorParquetIOManager, BatchorResource
 from dagster import DagsterInstance, instance_for_test
-
-TEST_API_KEY = "sk-test-dagster-secret-5f4e3d2c1b"
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from dagster import (
 )
 
 TOPICS = ["billing", "shipping", "returns"]
+TEST_API_KEY = "sk-test-dagster-secret-5f4e3d2c1b"
 
 
 class TicketTriage(BaseModel):

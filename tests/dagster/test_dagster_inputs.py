@@ -2,6 +2,8 @@
 run control, each materialized with Dagster's test utilities."""
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +12,21 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
-from dagster_kit import tick_until_requested, ticket_rows, ticket_table, triage_job
+from dagster_kit import (
+    TEST_API_KEY,
+    tick_until_requested,
+    ticket_rows,
+    ticket_table,
+    triage_job,
+)
 
 from batchor import RunControlState, SourceRowError
 from batchor.testing import LocalBatchServer
 from batchor_dagster import (
     RUN_ID_METADATA_KEY,
     BatchorAssets,
+    BatchorParquetIOManager,
+    BatchorResource,
     BatchorRunControlConfig,
     batchor_run_control_job,
 )
@@ -27,6 +37,7 @@ from dagster import (
     Definitions,
     StaticPartitionsDefinition,
     asset,
+    instance_for_test,
     materialize,
 )
 
@@ -120,58 +131,125 @@ def test_partitioned_upstream_runs_once_per_partition(
     assert combined.output_for_node("all_regions").num_rows == 8
 
 
-@pytest.mark.parametrize("form", ["pandas", "rows"])
-def test_pandas_and_row_list_upstreams(
-    form: str, instance: DagsterInstance, resources: dict[str, Any]
-) -> None:
-    @asset
-    def tickets() -> Any:
-        rows = ticket_rows(3)
-        return pd.DataFrame(rows) if form == "pandas" else rows
+@dataclass
+class UpstreamForms:
+    """One job per upstream form, all submitted in one run and collected in another."""
 
-    (table,) = run_pipeline(tickets, triage_job(tickets), instance, resources)
+    results: dict[str, pa.Table]
+    upstream_kinds: dict[str, str]
+    paths: dict[str, Path]
+
+
+@pytest.fixture(scope="module")
+def forms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpstreamForms]:
+    root = tmp_path_factory.mktemp("forms")
+    table = ticket_table(3)
+    paths = {suffix: root / f"tickets.{suffix}" for suffix in ("parquet", "csv", "jsonl")}
+    pq.write_table(table, paths["parquet"])
+    pa_csv.write_csv(table, paths["csv"])
+    paths["jsonl"].write_text("".join(json.dumps(row) + "\n" for row in table.to_pylist()))
+    values: dict[str, Any] = {
+        "pandas": pd.DataFrame(ticket_rows(3)),
+        "rows": ticket_rows(3),
+        "text": table,
+        **{suffix: str(path) for suffix, path in paths.items()},
+    }
+
+    def upstream_for(form: str) -> AssetsDefinition:
+        @asset(name=f"{form}_tickets")
+        def upstream() -> Any:
+            return values[form]
+
+        return upstream
+
+    upstreams = {form: upstream_for(form) for form in values}
+    jobs = {
+        form: triage_job(upstreams[form], name=form, structured=form != "text") for form in values
+    }
+    everything = [*upstreams.values(), *(a for job in jobs.values() for a in job.assets)]
+    with (
+        LocalBatchServer(data_dir=root / "server") as server,
+        instance_for_test() as instance,
+    ):
+        resources = {
+            "batchor": BatchorResource(
+                storage=str(root / "runs.sqlite3"), api_key=TEST_API_KEY, base_url=server.base_url
+            ),
+            "batchor_parquet_io_manager": BatchorParquetIOManager(base_dir=str(root / "parquet")),
+        }
+        submitted = materialize(
+            everything,
+            instance=instance,
+            resources=resources,
+            selection=[
+                *(upstream.key for upstream in upstreams.values()),
+                *(job.submit_key for job in jobs.values()),
+            ],
+        )
+        assert submitted.success
+        defs = Definitions(
+            assets=everything, sensors=[job.sensor for job in jobs.values()], resources=resources
+        )
+        requests = [
+            tick_until_requested(
+                job.sensor, instance=instance, resources=resources, definitions=defs
+            )[0][0]
+            for job in jobs.values()
+        ]
+        collected = materialize(
+            everything,
+            instance=instance,
+            resources=resources,
+            selection=[key for request in requests for key in request.asset_selection or []],
+            run_config={
+                "ops": {
+                    op: config
+                    for request in requests
+                    for op, config in request.run_config["ops"].items()
+                }
+            },
+        )
+        assert collected.success
+        kinds = {}
+        for form, job in jobs.items():
+            (event,) = submitted.asset_materializations_for_node(job.submit_asset.op.name)
+            kinds[form] = event.metadata["upstream_kind"].value
+        yield UpstreamForms(
+            results={
+                form: pq.read_table(root / "parquet" / f"{form}_results.parquet") for form in jobs
+            },
+            upstream_kinds=kinds,
+            paths=paths,
+        )
+
+
+@pytest.mark.parametrize("form", ["pandas", "rows"])
+def test_pandas_and_row_list_upstreams_become_one_item_per_row(
+    form: str, forms: UpstreamForms
+) -> None:
+    table = forms.results[form]
 
     assert table.column("item_id").to_pylist() == ["t000", "t001", "t002"]
     assert set(table.column("status").to_pylist()) == {"completed"}
+    assert forms.upstream_kinds[form] == ("rows" if form == "rows" else "table")
 
 
-@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
-def test_file_path_upstreams_use_the_file_sources(
-    suffix: str, tmp_path: Path, instance: DagsterInstance, resources: dict[str, Any]
+@pytest.mark.parametrize("suffix", ["parquet", "csv", "jsonl"])
+def test_file_path_upstreams_are_read_with_the_file_sources(
+    suffix: str, forms: UpstreamForms
 ) -> None:
-    path = tmp_path / f"tickets{suffix}"
-    table = ticket_table(3)
-    if suffix == ".parquet":
-        pq.write_table(table, path)
-    elif suffix == ".csv":
-        pa_csv.write_csv(table, path)
-    else:
-        path.write_text("".join(json.dumps(row) + "\n" for row in table.to_pylist()))
+    table = forms.results[suffix]
 
-    @asset
-    def ticket_file() -> str:
-        return str(path)
-
-    (results,) = run_pipeline(ticket_file, triage_job(ticket_file), instance, resources)
-
-    assert results.column("item_id").to_pylist() == ["t000", "t001", "t002"]
-    lineage = results.column("lineage")[1].as_py()
-    assert lineage["source_ref"] == str(path)
+    assert table.column("item_id").to_pylist() == ["t000", "t001", "t002"]
+    assert set(table.column("status").to_pylist()) == {"completed"}
+    lineage = table.column("lineage")[1].as_py()
+    assert lineage["source_ref"] == str(forms.paths[suffix])
     assert lineage["source_item_index"] == 1
-    upstream_kind = instance.get_latest_materialization_event(
-        triage_job(ticket_file).submit_key
-    ).asset_materialization.metadata["upstream_kind"]  # type: ignore[union-attr]
-    assert upstream_kind.value == suffix.lstrip(".")
+    assert forms.upstream_kinds[suffix] == suffix
 
 
-def test_text_jobs_write_an_output_text_column(
-    instance: DagsterInstance, resources: dict[str, Any]
-) -> None:
-    @asset
-    def tickets() -> pa.Table:
-        return ticket_table(2)
-
-    (table,) = run_pipeline(tickets, triage_job(tickets, structured=False), instance, resources)
+def test_text_jobs_write_an_output_text_column(forms: UpstreamForms) -> None:
+    table = forms.results["text"]
 
     assert "output_text" in table.column_names and "topic" not in table.column_names
     assert all(text for text in table.column("output_text").to_pylist())

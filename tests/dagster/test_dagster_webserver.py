@@ -103,7 +103,7 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
-            cwd=REPOSITORY,
+            cwd=dagster_home,
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

@@ -206,7 +206,9 @@ def batchor_assets(
             column of the results.
         partitions_def: One run per partition; default: the upstream asset's.
         group_name: Dagster asset group of both assets.
-        retry_policy, chunk_policy, artifact_policy: as in :class:`batchor.BatchJob`.
+        retry_policy: As in :class:`batchor.BatchJob`.
+        chunk_policy: As in :class:`batchor.BatchJob`.
+        artifact_policy: As in :class:`batchor.BatchJob`.
         max_failure_rate: The results asset's ``failure_rate`` check fails above this
             fraction of failed items.
         results_wait_seconds: How long the results asset drives a run that is not
@@ -215,8 +217,9 @@ def batchor_assets(
         resource_key: Key of the :class:`~batchor_dagster.BatchorResource`.
         io_manager_key: IO manager of the results asset (by default a
             :class:`~batchor_dagster.BatchorParquetIOManager`).
-        sensor_interval_seconds, runs_per_tick, sensor_default_status: The sensor's
-            minimum interval, how many runs it steps per tick, and whether it starts on.
+        sensor_interval_seconds: The sensor's minimum interval between ticks.
+        runs_per_tick: How many in-flight runs the sensor steps per tick (round robin).
+        sensor_default_status: Whether the sensor starts on (``RUNNING``) or off.
         code_version: Bump it when ``build_prompt`` changes in a way the data does not
             show; it is part of the run id.
         translator: Names, descriptions and metadata of the assets.

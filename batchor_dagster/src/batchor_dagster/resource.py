@@ -15,8 +15,10 @@ from typing import Any
 from pydantic import Field, PrivateAttr
 
 from batchor import (
+    ArtifactStore,
     BatchRunner,
     ConfigurationError,
+    FsspecArtifactStore,
     LocalArtifactStore,
     OpenAIProviderConfig,
     PostgresStorage,
@@ -53,8 +55,9 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]
     artifact_root: str | None = Field(
         default=None,
         description=(
-            "Directory for request and raw output artifacts. Default: beside the SQLite "
-            "file; required with PostgreSQL."
+            "Where request and raw output artifacts go: a local directory, or an fsspec URL "
+            "such as s3://bucket/prefix. Default: beside the SQLite file; required with "
+            "PostgreSQL."
         ),
     )
     api_key: str | None = Field(
@@ -111,7 +114,7 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]
             if self.artifact_root is None:
                 raise ConfigurationError(
                     "BatchorResource.artifact_root is required with PostgreSQL storage: a "
-                    "directory every worker can reach"
+                    "directory or object-store URL every worker can reach"
                 )
             return PostgresStorage(location)
         if "://" in location:
@@ -121,5 +124,9 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]
             )
         return SQLiteStorage(path=location)
 
-    def _artifact_store(self) -> LocalArtifactStore | None:
-        return None if self.artifact_root is None else LocalArtifactStore(self.artifact_root)
+    def _artifact_store(self) -> ArtifactStore | None:
+        if self.artifact_root is None:
+            return None
+        if "://" in self.artifact_root:
+            return FsspecArtifactStore(self.artifact_root)
+        return LocalArtifactStore(self.artifact_root)

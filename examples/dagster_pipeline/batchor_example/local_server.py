@@ -24,23 +24,25 @@ _lock = threading.Lock()
 _servers: dict[int, LocalBatchServer] = {}
 
 
-def ensure_local_server(port: int, data_dir: Path) -> None:
+def ensure_local_server(port: int, data_dir: Path) -> LocalBatchServer | None:
     """Make sure a batchor local server answers on ``127.0.0.1:port``, starting one
-    (in this process, on ``data_dir``) if none does."""
+    (in this process, on ``data_dir``) if none does; returns the server it started,
+    or None when one was already answering."""
     with _lock:
         if _answers(port):
-            return
+            return None
         server = LocalBatchServer(port=port, data_dir=data_dir)
         try:
             server.start()
         except OSError as exc:  # another process bound the port first
             if _answers(port):
-                return
+                return None
             raise RuntimeError(
                 f"port {port} is taken by something that is not the batchor local server; "
                 "set BATCHOR_EXAMPLE_PORT to a free port"
             ) from exc
         _servers[port] = server
+        return server
 
 
 def _answers(port: int) -> bool:
