@@ -3,6 +3,7 @@ executable calls), on runs arranged with the Python API."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,68 @@ def test_cancel_without_remote_leaves_provider_batches_alone(pending: Run, invok
     assert code == 0
     assert stdout == "cancel requested for pending; batchor wait pending drains it\n"
     assert pending.summary().control_state.value == "cancel_requested"
+
+
+def test_start_stores_the_job_its_options_describe(
+    server: LocalBatchServer,
+    invoke: Invoke,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+
+    code, stdout, _ = invoke(
+        "start", "tickets.csv", "--id-column", "id",
+        "--prompt-template", "Ticket {id} (priority {priority}): {text}",
+        "--system-prompt", "Answer in one word.",
+        "--endpoint", "/v1/chat/completions", "--model", "gpt-4.1-mini",
+        "--enqueued-token-limit", "5000", "--run-id", "described", *STORAGE,
+    )  # fmt: skip
+
+    assert (code, stdout) == (0, "described\n")
+    run = BatchRunner(storage=SQLiteStorage(path=tmp_path / "runs.sqlite3")).get_run("described")
+    provider = run.config.provider
+    assert (provider.model, provider.endpoint) == ("gpt-4.1-mini", "/v1/chat/completions")
+    assert provider.base_url == server.base_url
+    assert provider.enqueue_limits is not None
+    assert provider.enqueue_limits.enqueued_token_limit == 5000
+    segment = tmp_path / "runs.artifacts" / "runs" / "described" / "requests" / "000000.jsonl"
+    first = json.loads(segment.read_text().splitlines()[0])
+    assert first["custom_id"] == "t0"
+    assert first["body"]["messages"] == [
+        {"role": "system", "content": "Answer in one word."},
+        {"role": "user", "content": "Ticket t0 (priority 0): ticket 0 about billing"},
+    ]
+    assert TEST_API_KEY not in segment.read_text()
+
+
+def test_start_refuses_to_resume_with_another_prompt(
+    server: LocalBatchServer, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    options = ("--id-column", "id", "--model", "gpt-4.1", "--run-id", "prompted", *STORAGE)
+    assert invoke("start", "tickets.csv", "--prompt-template", "A: {text}", *options)[0] == 0
+
+    code, _, stderr = invoke("start", "tickets.csv", "--prompt-template", "B: {text}", *options)
+
+    assert code == 2
+    assert stderr == (
+        "Error: run 'prompted' was started with other options: --id-column, --prompt-column, "
+        "--prompt-template and --system-prompt must be the same to resume it; or start a new "
+        "run with another --run-id\n"
+    )
+
+
+def test_start_again_with_the_same_options_stores_nothing_twice(
+    server: LocalBatchServer, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    arguments = ("start", "tickets.csv", "--id-column", "id", "--prompt-column", "text",
+                 "--model", "gpt-4.1", "--run-id", "again", "--json", *STORAGE)  # fmt: skip
+    first = invoke(*arguments)
+
+    code, stdout, stderr = invoke(*arguments)
+
+    assert (first[0], code) == (0, 0)
+    assert json.loads(stdout)["total_items"] == 3
+    assert "again: every item is already stored (3); nothing to ingest" in stderr

@@ -31,7 +31,7 @@ from batchor.cli.display import (
     progress_key,
     summary_record,
 )
-from batchor.cli.inputs import PromptBuilder, open_source
+from batchor.cli.inputs import PromptBuilder, open_source, prompt_fingerprint
 from batchor.cli.settings import (
     API_KEY_ENV,
     ARTIFACTS_ENV,
@@ -51,6 +51,7 @@ from batchor.errors import (
     RunNotFinishedError,
     RunNotFoundError,
     RunTimeoutError,
+    SourceMismatchError,
     StorageError,
 )
 from batchor.job import BatchJob
@@ -81,6 +82,9 @@ class Endpoint(StrEnum):
     CHAT_COMPLETIONS = "/v1/chat/completions"
     EMBEDDINGS = "/v1/embeddings"
 
+
+PROMPT_FINGERPRINT_KEY = "batchor_cli_prompt"
+"""``batch_metadata`` key of :func:`~batchor.cli.inputs.prompt_fingerprint`."""
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 the run ended with failures or was cancelled (wait, start --wait); "
@@ -282,10 +286,11 @@ def start(
         build_prompt=prompt,
         provider_config=provider_config(model, endpoint, enqueued_token_limit),
         structured_output=output_model,
+        batch_metadata={PROMPT_FINGERPRINT_KEY: prompt_fingerprint(id_column, prompt)},
     )
     runner = open_runner(storage, artifacts)
     run_id = run_id or new_run_id(runner.clock)
-    note(f"{run_id}: {_ingestion_plan(runner, run_id, len(inputs))}")
+    note(f"{run_id}: {_ingestion_plan(runner, run_id, job, len(inputs))}")
     try:
         with IngestProgress(run_id) as progress:
             run = runner.start(job, run_id=run_id, progress=progress)
@@ -343,12 +348,22 @@ def provider_config(
         raise ConfigurationError(f"{field}: {first['msg']}") from None
 
 
-def _ingestion_plan(runner: BatchRunner, run_id: str, input_count: int) -> str:
-    """What ``start`` is about to do for ``run_id``: start, resume or nothing."""
+def _ingestion_plan(runner: BatchRunner, run_id: str, job: BatchJob, input_count: int) -> str:
+    """What ``start`` is about to do for ``run_id``: start, resume or nothing. Refuses
+    to resume a run whose rows became requests another way."""
     try:
-        before = runner.get_run(run_id).summary()
+        existing = runner.get_run(run_id)
     except RunNotFoundError:
         return f"starting; ingesting {plural(input_count, 'input file')}"
+    stored = existing.config.batch_metadata.get(PROMPT_FINGERPRINT_KEY)
+    if stored != job.batch_metadata[PROMPT_FINGERPRINT_KEY]:
+        raise SourceMismatchError(
+            f"run {run_id!r} was started "
+            + ("from Python" if stored is None else "with other options")
+            + ": --id-column, --prompt-column, --prompt-template and --system-prompt must be "
+            "the same to resume it; or start a new run with another --run-id"
+        )
+    before = existing.summary()
     if before.ingest_complete:
         return f"every item is already stored ({before.total_items:,}); nothing to ingest"
     return f"resuming ingestion after {plural(before.total_items, 'stored item')}"

@@ -13,6 +13,7 @@ the id column's value as text.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import string
 from collections.abc import Mapping, Sequence
@@ -85,6 +86,14 @@ class PromptBuilder:
                 {name: "" if value is None else value for name, value in values.items()}
             )
         return PromptParts(prompt=prompt, system_prompt=self.system_prompt)
+
+
+def prompt_fingerprint(id_column: str, prompt: PromptBuilder) -> str:
+    """16 hex digits identifying how rows become requests (id column, prompt column or
+    template, system prompt). Stored with the run, so a resumed ``start`` with other
+    options is refused instead of mixing two kinds of prompt in one run."""
+    spec = [id_column, prompt.prompt_column, prompt.template, prompt.system_prompt]
+    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
 
 
 def template_fields(template: str) -> tuple[str, ...]:
