@@ -47,7 +47,8 @@ def test_the_workspace_definitions_validate(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All code locations passed validation" in result.stdout + result.stderr
-    assert not (tmp_path / "example").exists(), "validating must not start anything"
+    assert (tmp_path / "example" / ".gitignore").read_text().endswith("*\n")
+    assert not (tmp_path / "example" / "local-openai").exists(), "validating starts no server"
 
 
 def test_the_local_server_starts_once_and_keeps_its_batches_on_disk(tmp_path: Path) -> None:

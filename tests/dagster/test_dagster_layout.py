@@ -3,6 +3,7 @@
 import datetime as dt
 import decimal
 import enum
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -11,10 +12,20 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel
 
-from batchor import ItemError, ItemResult, ItemStatus, TokenUsage
+from batchor import (
+    ConfigurationError,
+    ItemError,
+    ItemResult,
+    ItemStatus,
+    OpenAIProviderConfig,
+    PromptParts,
+    TokenUsage,
+)
+from batchor_dagster import BatchorParquetIOManager, BatchorResource, batchor_assets
 from batchor_dagster.inputs import deterministic_run_id, json_safe
 from batchor_dagster.io_manager import ParquetTableIOManager
 from batchor_dagster.results_table import ResultsTableLayout, arrow_type_for
+from dagster import Definitions, asset
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -185,3 +196,76 @@ def test_parquet_files_are_named_after_key_and_partition(
     manager = ParquetTableIOManager(Path("/base"))
 
     assert manager.path_for(key, partition) == Path("/base") / expected
+
+
+def test_the_resource_repr_hides_the_api_key() -> None:
+    resource = BatchorResource(storage="runs.sqlite3", api_key="sk-very-secret")
+
+    assert "sk-very-secret" not in repr(resource) and "sk-very-secret" not in str(resource)
+
+
+@pytest.mark.parametrize(
+    ("storage", "artifact_root", "message"),
+    [
+        ("memory", None, "cannot be 'memory'"),
+        ("postgresql+psycopg://db/batchor", None, "artifact_root is required with PostgreSQL"),
+        ("mysql://db/batchor", None, "SQLite file path or a postgresql:// DSN"),
+    ],
+)
+def test_the_resource_rejects_storage_other_processes_cannot_share(
+    storage: str, artifact_root: str | None, message: str
+) -> None:
+    resource = BatchorResource(storage=storage, artifact_root=artifact_root)
+
+    with pytest.raises(ConfigurationError, match=message):
+        resource.get_runner()
+
+
+def test_the_resource_fills_in_key_and_base_url_but_never_stores_the_key() -> None:
+    resource = BatchorResource(
+        storage="runs.sqlite3", api_key="sk-very-secret", base_url="http://proxy/v1"
+    )
+
+    config = resource.provider_config(OpenAIProviderConfig(model="gpt-4.1-mini"))
+
+    assert config.api_key == "sk-very-secret" and config.base_url == "http://proxy/v1"
+    assert "sk-very-secret" not in json.dumps(config.model_dump(mode="json"))
+
+
+def test_the_factory_output_merges_into_definitions() -> None:
+    @asset
+    def rows() -> list[dict[str, str]]:
+        return [{"id": "1", "text": "hi"}]
+
+    job = batchor_assets(
+        name="merge_check",
+        upstream=rows,
+        item_id_column="id",
+        build_prompt=lambda item: PromptParts(prompt=item.payload["text"]),
+        provider_config=OpenAIProviderConfig(model="gpt-4.1-mini"),
+    )
+
+    resources = {
+        "batchor": BatchorResource(storage="runs.sqlite3"),
+        "batchor_parquet_io_manager": BatchorParquetIOManager(),
+    }
+    defs = Definitions.merge(Definitions(assets=[rows], resources=resources), job.to_definitions())
+
+    assert [sensor.name for sensor in defs.sensors or []] == ["merge_check_sensor"]
+    assert {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()} == {
+        "rows",
+        "merge_check_batch",
+        "merge_check_results",
+    }
+
+
+@pytest.mark.parametrize("name", ["", "has space", "dash-ed", "ünï"])
+def test_job_names_must_be_usable_as_asset_and_sensor_names(name: str) -> None:
+    with pytest.raises(ConfigurationError, match="must be letters, digits and '_'"):
+        batchor_assets(
+            name=name,
+            upstream="rows",
+            item_id_column="id",
+            build_prompt=lambda item: PromptParts(prompt="x"),
+            provider_config=OpenAIProviderConfig(model="gpt-4.1-mini"),
+        )

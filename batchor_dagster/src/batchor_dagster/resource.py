@@ -63,6 +63,7 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]
     api_key: str | None = Field(
         default=None,
         description="OpenAI API key; use EnvVar('OPENAI_API_KEY'). None: $OPENAI_API_KEY.",
+        repr=False,
     )
     base_url: str | None = Field(
         default=None,

@@ -50,6 +50,18 @@ EXAMPLE_HOME = Path(os.environ.get("BATCHOR_EXAMPLE_HOME") or REPOSITORY_ROOT / 
 SERVER_PORT = int(os.environ.get("BATCHOR_EXAMPLE_PORT") or 8765)
 TICKETS = 200
 
+
+def keep_out_of_git(home: Path) -> None:
+    """The example's home holds only generated files (and, by the docs' advice,
+    ``DAGSTER_HOME``): a ``.gitignore`` inside it keeps all of it out of git."""
+    home.mkdir(parents=True, exist_ok=True)
+    ignore = home / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# written by the batchor Dagster example\n*\n", encoding="utf-8")
+
+
+keep_out_of_git(EXAMPLE_HOME)
+
 MODEL = OpenAIProviderConfig(
     model="gpt-4.1-mini",
     enqueue_limits=OpenAIEnqueueLimitConfig(enqueued_token_limit=2_000_000),
