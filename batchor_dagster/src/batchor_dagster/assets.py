@@ -49,8 +49,9 @@ from batchor_dagster.materializations import RUN_ID_METADATA_KEY, latest_run_id
 from batchor_dagster.resource import BatchorResource
 from batchor_dagster.results_table import ResultsTableLayout, preview_markdown
 from batchor_dagster.sensor import build_batchor_sensor
-from batchor_dagster.translator import BatchorAssetProps, BatchorTranslator
+from batchor_dagster.translator import AssetRole, BatchorAssetProps, BatchorTranslator
 from dagster import (
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -166,6 +167,18 @@ class _JobSettings:
         )
 
 
+@dataclass(frozen=True)
+class _ResultsSettings:
+    submit_key: AssetKey
+    results_key: AssetKey
+    output_name: str
+    check_key: AssetCheckKey
+    sensor_name: str
+    layout: ResultsTableLayout
+    wait_seconds: float
+    max_failure_rate: float
+
+
 def batchor_assets(
     *,
     name: str,
@@ -254,7 +267,7 @@ def batchor_assets(
         code_version=code_version,
     )
 
-    def props(role: Any) -> BatchorAssetProps:
+    def props(role: AssetRole) -> BatchorAssetProps:
         return BatchorAssetProps(
             name=name,
             role=role,
@@ -286,13 +299,20 @@ def batchor_assets(
         partition = context.partition_key if context.has_partition_key else None
         return _submit(context, resource, settings, upstream, partition)
 
-    layout = ResultsTableLayout(structured_output, provider_config.endpoint)
-
-    results_output = results_spec.key.to_python_identifier()
     failure_rate_check = AssetCheckSpec(
         FAILURE_RATE_CHECK,
         asset=results_spec.key,
         description=f"At most {max_failure_rate:.1%} of the items failed.",
+    )
+    results = _ResultsSettings(
+        submit_key=submit_spec.key,
+        results_key=results_spec.key,
+        output_name=results_spec.key.to_python_identifier(),
+        check_key=failure_rate_check.key,
+        sensor_name=sensor_name,
+        layout=ResultsTableLayout(structured_output, provider_config.endpoint),
+        wait_seconds=results_wait_seconds,
+        max_failure_rate=max_failure_rate,
     )
 
     # A multi_asset because the output is skippable (a run still in flight writes
@@ -307,61 +327,13 @@ def batchor_assets(
         partitions_def=partitions_def,
         required_resource_keys={resource_key},
         can_subset=True,
-        name=results_output,
+        name=results.output_name,
     )
     def results_asset(
         context: AssetExecutionContext, config: BatchorResultsConfig
     ) -> Iterator[Any]:
         resource: BatchorResource = getattr(context.resources, resource_key)
-        partition = context.partition_key if context.has_partition_key else None
-        run_id = config.batchor_run_id or latest_run_id(
-            context.instance, submit_spec.key, partition
-        )
-        if run_id is None:
-            where = f" for partition {partition!r}" if partition is not None else ""
-            raise Failure(
-                description=(
-                    f"{submit_spec.key.to_user_string()} has no materialization{where} yet: "
-                    "materialize it first, it starts the batchor run these results come from"
-                )
-            )
-        try:
-            run = resource.get_run(run_id)
-        except RunNotFoundError as exc:
-            raise Failure(description=str(exc)) from exc
-        summary = run.summary()
-        if not summary.status.is_terminal:
-            wait = config.wait_seconds if config.wait_seconds is not None else results_wait_seconds
-            summary = _drive(run, wait)
-        if not summary.status.is_terminal:
-            context.log.warning(
-                f"batchor run {run_id} is still running ({summary.terminal_items}/"
-                f"{summary.total_items} items terminal), so {results_spec.key.to_user_string()} "
-                f"is not materialized now; the sensor {sensor_name} requests it when the run "
-                "finishes"
-            )
-            return
-        table = layout.table(run.iter_results(), partition_key=partition)
-        failure_rate = summary.failed_items / summary.total_items if summary.total_items else 0.0
-        yield Output(
-            table,
-            output_name=results_output,
-            metadata=_results_metadata(run_id, summary, table, failure_rate),
-        )
-        if failure_rate_check.key not in context.selected_asset_check_keys:
-            return
-        yield AssetCheckResult(
-            check_name=FAILURE_RATE_CHECK,
-            passed=failure_rate <= max_failure_rate,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={
-                "failure_rate": failure_rate,
-                "max_failure_rate": max_failure_rate,
-                "failed": summary.failed_items,
-                "total": summary.total_items,
-                RUN_ID_METADATA_KEY: run_id,
-            },
-        )
+        yield from _write_results(context, resource, config, results)
 
     sensor_def = build_batchor_sensor(
         name=sensor_name,
@@ -434,6 +406,64 @@ def _submit(
     if cost is not None:
         metadata["estimated_input_cost_usd"] = cost
     return MaterializeResult(metadata=metadata, data_version=DataVersion(run_id))
+
+
+def _write_results(
+    context: AssetExecutionContext,
+    resource: BatchorResource,
+    config: BatchorResultsConfig,
+    settings: _ResultsSettings,
+) -> Iterator[Any]:
+    """The results asset's body: the terminal run's table and its failure-rate check,
+    or nothing while the run is still in flight."""
+    partition = context.partition_key if context.has_partition_key else None
+    run_id = config.batchor_run_id or latest_run_id(
+        context.instance, settings.submit_key, partition
+    )
+    if run_id is None:
+        where = f" for partition {partition!r}" if partition is not None else ""
+        raise Failure(
+            description=(
+                f"{settings.submit_key.to_user_string()} has no materialization{where} yet: "
+                "materialize it first, it starts the batchor run these results come from"
+            )
+        )
+    try:
+        run = resource.get_run(run_id)
+    except RunNotFoundError as exc:
+        raise Failure(description=str(exc)) from exc
+    summary = run.summary()
+    if not summary.status.is_terminal:
+        wait = config.wait_seconds if config.wait_seconds is not None else settings.wait_seconds
+        summary = _drive(run, wait)
+    if not summary.status.is_terminal:
+        context.log.warning(
+            f"batchor run {run_id} is still running ({summary.terminal_items}/"
+            f"{summary.total_items} items terminal), so "
+            f"{settings.results_key.to_user_string()} is not materialized now; the sensor "
+            f"{settings.sensor_name} requests it when the run finishes"
+        )
+        return
+    table = settings.layout.table(run.iter_results(), partition_key=partition)
+    failure_rate = summary.failed_items / summary.total_items if summary.total_items else 0.0
+    yield Output(
+        table,
+        output_name=settings.output_name,
+        metadata=_results_metadata(run_id, summary, table, failure_rate),
+    )
+    if settings.check_key in context.selected_asset_check_keys:
+        yield AssetCheckResult(
+            check_name=FAILURE_RATE_CHECK,
+            passed=failure_rate <= settings.max_failure_rate,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={
+                "failure_rate": failure_rate,
+                "max_failure_rate": settings.max_failure_rate,
+                "failed": summary.failed_items,
+                "total": summary.total_items,
+                RUN_ID_METADATA_KEY: run_id,
+            },
+        )
 
 
 def _drive(run: Run, wait_seconds: float) -> RunSummary:
