@@ -26,6 +26,7 @@ from source_runs_kit import (
 )
 
 from batchor import (
+    BatchItem,
     BatchRunner,
     CsvItemSource,
     DuplicateItemIdError,
@@ -278,3 +279,19 @@ def test_the_same_row_ids_in_two_composite_children_coexist(
     assert ids == sorted(
         f"{namespace}:{row['id']}" for namespace in ("0-items-a", "1-items-b") for row in ROWS[:5]
     )
+
+
+def test_a_plain_iterable_repeating_an_id_of_an_earlier_slice_is_an_error(
+    memory_runner: BatchRunner, provider_config: OpenAIProviderConfig
+) -> None:
+    items = [BatchItem(row["id"], {"text": row["text"]}) for row in ROWS]
+    items[BROKEN] = BatchItem("r003", {"text": "again"})
+
+    with pytest.raises(DuplicateItemIdError) as raised:
+        memory_runner.start(make_job(items, provider_config), "plain")
+
+    assert str(raised.value) == (
+        "duplicate item_id 'r003': input position 25 repeats the item already stored at item "
+        "index 3 in run 'plain'; item ids must be unique within a run"
+    )
+    assert_stored(memory_runner, "plain", 20)

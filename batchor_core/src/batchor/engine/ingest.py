@@ -14,9 +14,11 @@ is checked and encoded without going through :func:`json.dumps`.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -53,6 +55,22 @@ def ingest(
     ``cancel()`` from another process stops a long ingestion): its ingestion is
     marked over, and the driver then fails the stored items with ``run_cancelled``.
     """
+    with _collector_skipping_older_objects():
+        item_count = _ingest_slices(storage, artifacts, record, job, provider, clock, progress)
+    storage.mark_ingest_complete(record.run_pk, now=clock.now())
+    return item_count
+
+
+def _ingest_slices(
+    storage: Storage,
+    artifacts: ArtifactStore,
+    record: RunRecord,
+    job: BatchJob,
+    provider: BatchProvider,
+    clock: Clock,
+    progress: ProgressCallback | None,
+) -> int:
+    """Store the input slice by slice; returns the run's item count."""
     source = job.items
     checkpointed = isinstance(source, CheckpointedItemSource)
     # input position of the next item, for messages: checkpointed sources resume after
@@ -69,11 +87,24 @@ def ingest(
         items, checkpoint = next_slice
         item_ids = _item_ids(items, position)
         stored = storage.find_item_ids(record.run_pk, item_ids)
-        if stored and checkpointed:
-            offset = next(i for i, item_id in enumerate(item_ids) if item_id in stored)
-            raise _duplicate_error(
-                storage, record, items[offset], position + offset, stored[item_ids[offset]]
-            )
+        if stored:
+            # a plain iterable skips the items stored by an earlier attempt; an id stored
+            # by this one (or by any attempt, for a checkpointed source) is repeated
+            repeated = [
+                offset
+                for offset, item_id in enumerate(item_ids)
+                if item_id in stored and (checkpointed or stored[item_id] >= record.item_count)
+            ]
+            if repeated:
+                offset = repeated[0]
+                raise _duplicate_error(
+                    storage,
+                    record,
+                    items[offset],
+                    position + offset,
+                    stored[item_ids[offset]],
+                    checkpointed=checkpointed,
+                )
         fresh = list(range(len(items)))
         if stored:
             fresh = [offset for offset in fresh if item_ids[offset] not in stored]
@@ -98,8 +129,29 @@ def ingest(
         position += len(items)
         if progress is not None:
             progress(item_count)
-    storage.mark_ingest_complete(record.run_pk, now=clock.now())
     return item_count
+
+
+@contextmanager
+def _collector_skipping_older_objects() -> Iterator[None]:
+    """Let the garbage collector skip the objects that exist before ingestion.
+
+    Ingestion keeps a slice of young objects alive at a time (thousands of items,
+    their payloads and metadata), which triggers full collections again and again,
+    and each would traverse every older object of the process as well (imported
+    modules, the application's data): about a sixth of the ingestion time.
+    :func:`gc.freeze` sets the older objects aside for the duration; they go back
+    to the collector afterwards. Nothing is done when the application froze
+    objects itself or disabled the collector.
+    """
+    if gc.get_freeze_count() or not gc.isenabled():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _cancel_requested(storage: Storage, run_id: str) -> bool:
@@ -164,11 +216,20 @@ def _check_unique_within(
 
 
 def _duplicate_error(
-    storage: Storage, record: RunRecord, item: BatchItem, position: int, stored_index: int
+    storage: Storage,
+    record: RunRecord,
+    item: BatchItem,
+    position: int,
+    stored_index: int,
+    *,
+    checkpointed: bool,
 ) -> DuplicateItemIdError:
+    """The error for an item whose id the run already stored as item ``stored_index``
+    (the input position for checkpointed sources, which store every item in order)."""
     stored_metadata = storage.item_metadata(record.run_pk, stored_index)
     lineage = json.loads(stored_metadata).get(LINEAGE_KEY) if stored_metadata else None
-    stored_where = f"input position {stored_index}" + _lineage_text(lineage)
+    label = "input position" if checkpointed else "item index"
+    stored_where = f"{label} {stored_index}" + _lineage_text(lineage)
     return DuplicateItemIdError(
         f"duplicate item_id {item.item_id!r}: {_where(item, position)} repeats the item already "
         f"stored at {stored_where} in run {record.run_id!r}; item ids must be unique within a run"
