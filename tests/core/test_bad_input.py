@@ -88,7 +88,11 @@ def test_empty_item_ids_are_rejected_at_construction() -> None:
 
 
 def test_invalid_config_names_the_field() -> None:
-    with pytest.raises(ValueError, match=r"enqueue_limits\.enqueued_token_limit"):
+    with pytest.raises(
+        ConfigurationError,
+        match="enqueue_limits: invalid OpenAIEnqueueLimitConfig: enqueued_token_limit: "
+        "Input should be greater than 0",
+    ):
         OpenAIProviderConfig(model="gpt-4.1", enqueue_limits={"enqueued_token_limit": -1})  # type: ignore[arg-type]
 
 

@@ -80,6 +80,11 @@ class RunNotFinishedError(BatchorError):
     """A terminal-only operation was called on a run that is still active."""
 
 
+class RunStateError(BatchorError):
+    """The run is not in a state that allows the operation (e.g. pausing a finished
+    run, waiting on a run whose ingestion is incomplete)."""
+
+
 class RunTimeoutError(BatchorError, TimeoutError):
     """``wait(timeout=...)`` elapsed before the run became terminal."""
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from batchor.errors import ConfigurationError
 
@@ -49,8 +49,26 @@ class PromptParts:
     system_prompt: str | None = None
 
 
-class _Policy(BaseModel):
+class FrozenConfig(BaseModel):
+    """Base of batchor's settings objects: immutable, no unknown fields, and invalid
+    values raise :class:`ConfigurationError` naming the field."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'value'}: "
+                + error["msg"].removeprefix("Value error, ")
+                for error in exc.errors()
+            )
+            raise ConfigurationError(f"invalid {type(self).__name__}: {problems}") from exc
+
+
+class _Policy(FrozenConfig):
+    pass
 
 
 class RetryPolicy(_Policy):

@@ -25,10 +25,10 @@ from batchor.engine.driver import RunDriver, parse_output
 from batchor.engine.planning import estimate_cost_usd, poll_delay
 from batchor.errors import (
     ArtifactRuleError,
-    BatchorError,
     ConfigurationError,
     RunNotFinishedError,
     RunNotFoundError,
+    RunStateError,
     RunTimeoutError,
 )
 from batchor.results import (
@@ -156,7 +156,7 @@ class Run:
         while True:
             record = self._fresh_record()
             if not record.ingest_complete and not record.status.is_terminal:
-                raise BatchorError(
+                raise RunStateError(
                     f"run {self.run_id!r} has not finished ingesting its input; call "
                     f"runner.start(job, run_id={self.run_id!r}) again to resume ingestion"
                 )
@@ -185,7 +185,7 @@ class Run:
         record = self._fresh_record()
         self._require_controllable(record, "pause")
         if record.control_state is RunControlState.CANCEL_REQUESTED:
-            raise BatchorError(f"run {self.run_id!r} is being cancelled; it cannot be paused")
+            raise RunStateError(f"run {self.run_id!r} is being cancelled; it cannot be paused")
         self._storage.set_control_state(
             record.run_pk, RunControlState.PAUSED, "paused by request", now=self._clock.now()
         )
@@ -195,7 +195,7 @@ class Run:
         record = self._fresh_record()
         self._require_controllable(record, "resume")
         if record.control_state is RunControlState.CANCEL_REQUESTED:
-            raise BatchorError(f"run {self.run_id!r} is being cancelled; it cannot be resumed")
+            raise RunStateError(f"run {self.run_id!r} is being cancelled; it cannot be resumed")
         self._storage.set_control_state(
             record.run_pk, RunControlState.RUNNING, None, now=self._clock.now()
         )
@@ -219,7 +219,7 @@ class Run:
 
     def _require_controllable(self, record: RunRecord, action: str) -> None:
         if record.status.is_terminal:
-            raise BatchorError(
+            raise RunStateError(
                 f"run {self.run_id!r} is already {record.status.value}; cannot {action} it"
             )
 

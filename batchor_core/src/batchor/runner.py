@@ -69,9 +69,16 @@ class BatchRunner:
             )
         self.storage: Storage = storage
         if artifact_store is None:
-            artifact_store = LocalArtifactStore(
-                storage.default_artifact_root() or _temporary_root()
-            )
+            if isinstance(storage, MemoryStorage):
+                artifact_store = LocalArtifactStore(_temporary_root())
+            elif (root := storage.default_artifact_root()) is not None:
+                artifact_store = LocalArtifactStore(root)
+            else:
+                raise ConfigurationError(
+                    f"{storage!r} has no default artifact location: pass artifact_store= "
+                    "(a LocalArtifactStore on a shared path or an FsspecArtifactStore) that "
+                    "every process driving its runs can reach"
+                )
         self.artifact_store = artifact_store
         self.clock: Clock = clock or SystemClock()
         self._api_key = api_key

@@ -27,13 +27,21 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
-import openai
 from pydantic import BaseModel, ValidationError
 
 from batchor.artifacts.base import ArtifactStore, raw_output_key, request_segment_key
 from batchor.engine.config import Clock, RunConfig
 from batchor.errors import ProviderError, RunNotFoundError
-from batchor.providers.base import BatchProvider, ProviderBatch, ProviderBatchStatus, RequestOutcome
+from batchor.providers.base import (
+    AuthenticationFailedError,
+    BatchProvider,
+    ProviderBatch,
+    ProviderBatchStatus,
+    ProviderCallError,
+    QuotaExhaustedError,
+    RejectedCallError,
+    RequestOutcome,
+)
 from batchor.results import RunControlState, RunStatus
 from batchor.storage.base import BatchRecord, BatchState, RunRecord, Storage
 
@@ -42,10 +50,6 @@ logger = logging.getLogger("batchor")
 LEASE_TTL_SECONDS = 120.0
 ADOPTION_WINDOW_SECONDS = 600.0
 """How far back (before the create intent) to look for a batch to adopt."""
-
-QUOTA_ERROR_CODES = frozenset(
-    {"insufficient_quota", "billing_not_active", "billing_hard_limit_reached"}
-)
 
 
 def new_lease_owner() -> str:
@@ -130,7 +134,7 @@ class RunDriver:
         except _LeaseLostError:
             logger.warning("run %s: lease taken over by another process; step stopped", self.run_id)
             return True
-        except openai.APIError as exc:
+        except ProviderCallError as exc:
             self._handle_provider_error(record, exc)
             return False
         finally:
@@ -171,23 +175,22 @@ class RunDriver:
         ):
             raise _LeaseLostError(record.run_id)
 
-    def _handle_provider_error(self, record: RunRecord, exc: openai.APIError) -> None:
+    def _handle_provider_error(self, record: RunRecord, exc: ProviderCallError) -> None:
         """Transient provider errors wait for the next step; quota errors pause the
         run; authentication and permission errors are raised to the caller."""
-        code = getattr(exc, "code", None)
-        message = f"{type(exc).__name__}: {exc}"
-        if code in QUOTA_ERROR_CODES:
+        message = str(exc)
+        if isinstance(exc, QuotaExhaustedError):
             self.storage.set_control_state(
                 record.run_pk,
                 RunControlState.PAUSED,
-                f"paused automatically: the provider reports {code} ({exc}); fix billing or "
-                "quota, then call resume()",
+                f"paused automatically: the provider reports {exc.code} ({message}); fix "
+                "billing or quota, then resume the run",
                 now=self.clock.now(),
             )
         self.storage.update_run(record.run_pk, now=self.clock.now(), last_error=message)
-        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        if isinstance(exc, AuthenticationFailedError):
             raise ProviderError(
-                f"the provider refused run {self.run_id!r}: {exc}; "
+                f"the provider refused run {self.run_id!r}: {message}; "
                 "check OPENAI_API_KEY and base_url"
             ) from exc
         logger.warning(
@@ -234,7 +237,7 @@ class RunDriver:
                 self._write_batch_input(batch, path)
                 try:
                     file_id = provider.upload_batch_file(path)
-                except openai.BadRequestError as exc:
+                except RejectedCallError as exc:
                     self._reject_batch(record, batch, "upload_rejected", str(exc))
                     return True
             self.storage.update_batch(
@@ -258,11 +261,7 @@ class RunDriver:
         }
         try:
             created = provider.create_batch(file_id, metadata)
-        except (
-            openai.BadRequestError,
-            openai.NotFoundError,
-            openai.UnprocessableEntityError,
-        ) as exc:
+        except RejectedCallError as exc:
             self._reject_batch(record, batch, "batch_rejected", str(exc))
             return True
         self.storage.mark_batch_submitted(batch.batch_pk, created.batch_id, now=self.clock.now())
@@ -457,7 +456,7 @@ class RunDriver:
             if batch.state is BatchState.IN_FLIGHT and batch.provider_batch_id:
                 try:
                     self.provider.cancel_batch(batch.provider_batch_id)
-                except openai.APIError as exc:
+                except ProviderCallError as exc:
                     logger.warning(
                         "run %s: could not cancel %s: %s", self.run_id, batch.provider_batch_id, exc
                     )

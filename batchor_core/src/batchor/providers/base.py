@@ -14,6 +14,32 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 
+class ProviderCallError(Exception):
+    """A provider call failed. Adapters translate their SDK's errors into the
+    subclasses below, so the engine decides what to do without knowing the SDK.
+    Messages never carry credentials."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientProviderError(ProviderCallError):
+    """Rate limits, 5xx, timeouts, connection errors: try again on a later step."""
+
+
+class RejectedCallError(ProviderCallError):
+    """The provider refused this call as made (400, 404, 422): retrying it unchanged fails."""
+
+
+class QuotaExhaustedError(ProviderCallError):
+    """The account is out of quota or billing is inactive: nothing will succeed until fixed."""
+
+
+class AuthenticationFailedError(ProviderCallError):
+    """The credentials are missing, wrong or lack permission."""
+
+
 class ProviderBatchStatus(StrEnum):
     """A provider batch's lifecycle state (OpenAI's values)."""
 

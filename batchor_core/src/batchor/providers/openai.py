@@ -9,23 +9,38 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 
-import openai
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from batchor.engine.tokens import estimate_prompt_tokens
 from batchor.errors import ConfigurationError
+from batchor.job import FrozenConfig
 from batchor.providers.base import (
+    AuthenticationFailedError,
     ProviderBatch,
     ProviderBatchError,
     ProviderBatchStatus,
+    ProviderCallError,
+    QuotaExhaustedError,
+    RejectedCallError,
     RequestLine,
     RequestOutcome,
+    TransientProviderError,
     json_object,
 )
+
+if TYPE_CHECKING:
+    import openai
+
+T = TypeVar("T")
+QUOTA_ERROR_CODES = frozenset(
+    {"insufficient_quota", "billing_not_active", "billing_hard_limit_reached"}
+)
+_SECRET = re.compile(r"(sk-|Bearer )[A-Za-z0-9*_\-]{4,}")
 
 OpenAIEndpoint = Literal["/v1/responses", "/v1/chat/completions", "/v1/embeddings"]
 
@@ -35,7 +50,7 @@ RETRYABLE_ERROR_CODES = frozenset(
 )
 
 
-class OpenAIEnqueueLimitConfig(BaseModel):
+class OpenAIEnqueueLimitConfig(FrozenConfig):
     """The organisation's enqueued-token limit for a model, and how close to run to it.
 
     batchor never has more than ``min(enqueued_token_limit * target_ratio,
@@ -43,8 +58,6 @@ class OpenAIEnqueueLimitConfig(BaseModel):
     and not yet collected) for the model, across every run sharing the storage,
     and never more than ``max_batch_enqueued_tokens`` in a single batch.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     enqueued_token_limit: int = Field(gt=0)
     target_ratio: float = Field(default=0.7, gt=0, le=1)
@@ -72,7 +85,7 @@ class OpenAIEnqueueLimitConfig(BaseModel):
         return self
 
 
-class OpenAIProviderConfig(BaseModel):
+class OpenAIProviderConfig(FrozenConfig):
     """Which model and endpoint to call, and how.
 
     ``api_key`` defaults to ``$OPENAI_API_KEY`` and ``base_url`` to
@@ -81,8 +94,6 @@ class OpenAIProviderConfig(BaseModel):
     ``poll_interval`` fixes the seconds between polls; by default polling adapts
     (fast while batches are young, backing off to a minute while nothing changes).
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = Field(min_length=1)
     api_key: str | None = Field(default=None, repr=False, exclude=True)
@@ -128,6 +139,8 @@ class OpenAIBatchProvider:
             )
         if response_schema is not None and config.endpoint == "/v1/embeddings":
             raise ConfigurationError("structured_output cannot be used with /v1/embeddings")
+        import openai  # imported here: it is slow to import and only drivers need it
+
         self._config = config
         self._client = openai.OpenAI(
             api_key=key,
@@ -187,35 +200,49 @@ class OpenAIBatchProvider:
         )
 
     def upload_batch_file(self, path: Path) -> str:
-        with path.open("rb") as handle:
-            return self._client.files.create(file=(path.name, handle), purpose="batch").id
+        def upload() -> str:
+            with path.open("rb") as handle:
+                return self._client.files.create(file=(path.name, handle), purpose="batch").id
+
+        return _translated(upload)
 
     def create_batch(self, input_file_id: str, metadata: Mapping[str, str]) -> ProviderBatch:
-        batch = self._client.batches.create(
-            input_file_id=input_file_id,
-            endpoint=self._config.endpoint,
-            completion_window=self._config.completion_window,
-            metadata=dict(metadata),
+        batch = _translated(
+            lambda: self._client.batches.create(
+                input_file_id=input_file_id,
+                endpoint=self._config.endpoint,
+                completion_window=self._config.completion_window,
+                metadata=dict(metadata),
+            )
         )
         return _provider_batch(batch)
 
     def get_batch(self, batch_id: str) -> ProviderBatch:
-        return _provider_batch(self._client.batches.retrieve(batch_id))
+        return _provider_batch(_translated(lambda: self._client.batches.retrieve(batch_id)))
 
     def list_batches(self, created_after: float) -> Iterator[ProviderBatch]:
         """Batches newest first, stopping at the first one created before ``created_after``."""
-        for batch in self._client.batches.list(limit=100):
-            if batch.created_at < created_after:
-                return
-            yield _provider_batch(batch)
+
+        def recent() -> list[ProviderBatch]:
+            found: list[ProviderBatch] = []
+            for batch in self._client.batches.list(limit=100):
+                if batch.created_at < created_after:
+                    break
+                found.append(_provider_batch(batch))
+            return found
+
+        return iter(_translated(recent))
 
     def cancel_batch(self, batch_id: str) -> ProviderBatch:
-        return _provider_batch(self._client.batches.cancel(batch_id))
+        return _provider_batch(_translated(lambda: self._client.batches.cancel(batch_id)))
 
     def download_file(self, file_id: str, destination: BinaryIO) -> None:
-        with self._client.files.with_streaming_response.content(file_id) as response:
-            for chunk in response.iter_bytes(1024 * 1024):
-                destination.write(chunk)
+        def download() -> None:
+            with self._client.files.with_streaming_response.content(file_id) as response:
+                for chunk in response.iter_bytes(1024 * 1024):
+                    destination.write(chunk)
+
+        _translated(download)
 
     def parse_result_line(self, line: bytes) -> RequestOutcome:
         try:
@@ -224,6 +251,32 @@ class OpenAIBatchProvider:
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"unparseable result line: {exc}") from exc
         return parse_openai_result(custom_id, record, self._config.endpoint)
+
+
+def _translated(call: Callable[[], T]) -> T:
+    """Run an SDK call, turning the SDK's errors into the provider protocol's."""
+    import openai
+
+    try:
+        return call()
+    except openai.APIError as exc:
+        raise _translate_error(exc) from exc
+
+
+def _translate_error(exc: openai.APIError) -> ProviderCallError:
+    import openai
+
+    code = exc.code if isinstance(exc.code, str) else None
+    message = _SECRET.sub(r"\1***", f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return AuthenticationFailedError(message, code=code)
+    if code in QUOTA_ERROR_CODES:
+        return QuotaExhaustedError(message, code=code)
+    if isinstance(
+        exc, openai.BadRequestError | openai.NotFoundError | openai.UnprocessableEntityError
+    ):
+        return RejectedCallError(message, code=code)
+    return TransientProviderError(message, code=code)
 
 
 def _provider_batch(batch: Any) -> ProviderBatch:
