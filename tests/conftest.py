@@ -40,7 +40,9 @@ def postgres_dsn() -> str:
         engine.dispose()
     except Exception as exc:
         if configured:
-            raise RuntimeError(f"BATCHOR_TEST_POSTGRES_DSN={configured} is unreachable: {exc}")
+            raise RuntimeError(
+                f"BATCHOR_TEST_POSTGRES_DSN={configured} is unreachable: {exc}"
+            ) from exc
         pytest.skip(f"no PostgreSQL server at {dsn} (set BATCHOR_TEST_POSTGRES_DSN): {exc}")
     return dsn
 

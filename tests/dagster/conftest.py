@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dagster import DagsterInstance, instance_for_test
 from dagster_kit import TEST_API_KEY
 
 from batchor.testing import LocalBatchServer
 from batchor_dagster import BatchorParquetIOManager, BatchorResource
-from dagster import DagsterInstance, instance_for_test
 
 
 @pytest.fixture

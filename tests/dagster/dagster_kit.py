@@ -11,10 +11,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel
-
-from batchor import BatchItem, OpenAIProviderConfig, PromptParts
-from batchor_dagster import BatchorAssets, batchor_assets
 from dagster import (
     AssetsDefinition,
     DagsterInstance,
@@ -23,6 +19,10 @@ from dagster import (
     SensorDefinition,
     build_sensor_context,
 )
+from pydantic import BaseModel
+
+from batchor import BatchItem, OpenAIProviderConfig, PromptParts
+from batchor_dagster import BatchorAssets, batchor_assets
 
 TOPICS = ["billing", "shipping", "returns"]
 TEST_API_KEY = "sk-test-dagster-secret-5f4e3d2c1b"

@@ -9,14 +9,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster_kit import tick, tick_until_requested, ticket_table, triage_job
-
-from batchor.testing import LocalBatchServer
-from batchor_dagster import (
-    RUN_ID_METADATA_KEY,
-    BatchorAssets,
-    BatchorResource,
-)
 from dagster import (
     AssetCheckSeverity,
     AssetKey,
@@ -27,6 +19,14 @@ from dagster import (
     RunRequest,
     asset,
     materialize,
+)
+from dagster_kit import tick, tick_until_requested, ticket_table, triage_job
+
+from batchor.testing import LocalBatchServer
+from batchor_dagster import (
+    RUN_ID_METADATA_KEY,
+    BatchorAssets,
+    BatchorResource,
 )
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

@@ -12,6 +12,16 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    DagsterInstance,
+    Definitions,
+    StaticPartitionsDefinition,
+    asset,
+    instance_for_test,
+    materialize,
+)
 from dagster_kit import (
     TEST_API_KEY,
     tick_until_requested,
@@ -29,16 +39,6 @@ from batchor_dagster import (
     BatchorResource,
     BatchorRunControlConfig,
     batchor_run_control_job,
-)
-from dagster import (
-    AssetExecutionContext,
-    AssetsDefinition,
-    DagsterInstance,
-    Definitions,
-    StaticPartitionsDefinition,
-    asset,
-    instance_for_test,
-    materialize,
 )
 
 REGIONS = StaticPartitionsDefinition(["emea", "amer"])

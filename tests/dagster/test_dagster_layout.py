@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pytest
+from dagster import Definitions, asset
 from pydantic import BaseModel
 
 from batchor import (
@@ -25,7 +26,6 @@ from batchor_dagster import BatchorParquetIOManager, BatchorResource, batchor_as
 from batchor_dagster.inputs import deterministic_run_id, json_safe
 from batchor_dagster.io_manager import ParquetTableIOManager
 from batchor_dagster.results_table import ResultsTableLayout, arrow_type_for
-from dagster import Definitions, asset
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

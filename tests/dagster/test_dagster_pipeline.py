@@ -14,6 +14,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from dagster import (
+    AssetCheckEvaluation,
+    DagsterInstance,
+    Definitions,
+    RunRequest,
+    asset,
+    instance_for_test,
+    materialize,
+)
 from dagster_kit import (
     TEST_API_KEY,
     TicketTriage,
@@ -31,15 +40,6 @@ from batchor_dagster import (
     BatchorAssets,
     BatchorParquetIOManager,
     BatchorResource,
-)
-from dagster import (
-    AssetCheckEvaluation,
-    DagsterInstance,
-    Definitions,
-    RunRequest,
-    asset,
-    instance_for_test,
-    materialize,
 )
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

@@ -23,6 +23,31 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from dagster import (
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    AssetSpec,
+    Config,
+    DataVersion,
+    DefaultSensorStatus,
+    Definitions,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    PartitionsDefinition,
+    SensorDefinition,
+    TableColumn,
+    TableSchema,
+    asset,
+    multi_asset,
+)
 from pydantic import BaseModel, Field
 
 from batchor import (
@@ -50,31 +75,6 @@ from batchor_dagster.resource import BatchorResource
 from batchor_dagster.results_table import ResultsTableLayout, preview_markdown
 from batchor_dagster.sensor import build_batchor_sensor
 from batchor_dagster.translator import AssetRole, BatchorAssetProps, BatchorTranslator
-from dagster import (
-    AssetCheckKey,
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
-    AssetExecutionContext,
-    AssetIn,
-    AssetKey,
-    AssetsDefinition,
-    AssetSpec,
-    Config,
-    DataVersion,
-    DefaultSensorStatus,
-    Definitions,
-    Failure,
-    MaterializeResult,
-    MetadataValue,
-    Output,
-    PartitionsDefinition,
-    SensorDefinition,
-    TableColumn,
-    TableSchema,
-    asset,
-    multi_asset,
-)
 
 FAILURE_RATE_CHECK = "failure_rate"
 """Name of the asset check on the results asset."""

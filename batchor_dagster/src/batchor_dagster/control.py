@@ -15,10 +15,10 @@ in-flight batches). The op's output metadata shows the run's state afterwards.
 
 from typing import Literal
 
+from dagster import Config, JobDefinition, OpExecutionContext, Output, job, op
 from pydantic import Field
 
 from batchor_dagster.resource import BatchorResource
-from dagster import Config, JobDefinition, OpExecutionContext, Output, job, op
 
 DEFAULT_CONTROL_JOB_NAME = "batchor_run_control"
 

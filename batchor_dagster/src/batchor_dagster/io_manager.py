@@ -18,9 +18,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field
-
-from batchor import ConfigurationError
 from dagster import (
     ConfigurableIOManagerFactory,
     InitResourceContext,
@@ -29,6 +26,9 @@ from dagster import (
     MetadataValue,
     OutputContext,
 )
+from pydantic import Field
+
+from batchor import ConfigurationError
 
 
 class BatchorParquetIOManager(ConfigurableIOManagerFactory):  # type: ignore[type-arg]

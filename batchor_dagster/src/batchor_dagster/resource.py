@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from batchor import (
@@ -26,7 +27,6 @@ from batchor import (
     SQLiteStorage,
     Storage,
 )
-from dagster import ConfigurableResource, InitResourceContext
 
 _POSTGRES_PREFIXES = ("postgresql://", "postgresql+", "postgres://")
 

@@ -17,13 +17,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchor import RunNotFoundError, RunSummary
-from batchor_dagster.materializations import (
-    RUN_ID_TAG,
-    latest_run_id,
-    run_id_of,
-)
-from batchor_dagster.resource import BatchorResource
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
@@ -38,6 +31,14 @@ from dagster import (
     SkipReason,
     sensor,
 )
+
+from batchor import RunNotFoundError, RunSummary
+from batchor_dagster.materializations import (
+    RUN_ID_TAG,
+    latest_run_id,
+    run_id_of,
+)
+from batchor_dagster.resource import BatchorResource
 
 SUBMISSIONS_PER_TICK = 100
 """New submit materializations read per tick (the rest wait for the next tick)."""

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
 from dagster import AssetKey, AssetSpec
+from pydantic import BaseModel
 
 AssetRole = Literal["submit", "results"]
 

@@ -23,6 +23,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from dagster import (
+    AssetExecutionContext,
+    DefaultSensorStatus,
+    Definitions,
+    MetadataValue,
+    StaticPartitionsDefinition,
+    asset,
+    in_process_executor,
+)
 
 from batchor import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
 from batchor_dagster import BatchorParquetIOManager, batchor_assets, batchor_run_control_job
@@ -34,15 +43,6 @@ from batchor_example.tickets import (
     ticket_rows,
     ticket_table,
     write_jsonl,
-)
-from dagster import (
-    AssetExecutionContext,
-    DefaultSensorStatus,
-    Definitions,
-    MetadataValue,
-    StaticPartitionsDefinition,
-    asset,
-    in_process_executor,
 )
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[3]

@@ -14,11 +14,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from dagster import InitResourceContext
 from pydantic import Field
 
 from batchor.testing import LocalBatchServer
 from batchor_dagster import BatchorResource
-from dagster import InitResourceContext
 
 _lock = threading.Lock()
 _servers: dict[int, LocalBatchServer] = {}
