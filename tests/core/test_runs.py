@@ -100,6 +100,7 @@ def test_summary_reports_counts_tokens_and_cost(
     assert summary.batches_total == 1 and summary.batches_in_flight == 0
     assert summary.input_tokens > 0 and summary.output_tokens > 0
     assert summary.estimated_cost_usd is not None and summary.estimated_cost_usd > 0
+    assert summary.estimated_input_tokens >= summary.input_tokens
 
 
 def test_start_returns_before_any_batch_and_results_are_terminal_only(
@@ -194,3 +195,33 @@ def test_a_run_driven_by_another_live_process_is_left_alone(
 
     runner.storage.release_lease(record.run_pk, other)
     assert run.wait().status is RunStatus.COMPLETED
+
+
+def test_a_rehydrated_run_can_be_pointed_at_a_new_api_address(
+    runner: BatchRunner, server: LocalBatchServer
+) -> None:
+    moved = OpenAIProviderConfig(
+        model="gpt-4.1", api_key="sk-test", base_url="http://127.0.0.1:9/v1"
+    )
+    started = runner.start(BatchJob(items=items(3), build_prompt=prompt, provider_config=moved))
+    elsewhere = BatchRunner(
+        storage=runner.storage,
+        artifact_store=runner.artifact_store,
+        api_key="sk-test",
+        base_url=server.base_url,
+    )
+    assert elsewhere.get_run(started.run_id).wait().status is RunStatus.COMPLETED
+
+
+def test_operational_settings_may_change_when_resuming_a_start(
+    runner: BatchRunner, provider_config: OpenAIProviderConfig
+) -> None:
+    runner.start(
+        BatchJob(items=items(3), build_prompt=prompt, provider_config=provider_config),
+        run_id="tuned",
+    )
+    tuned = provider_config.model_copy(update={"poll_interval": 0.5, "max_retries": 1})
+    run = runner.start(
+        BatchJob(items=items(3), build_prompt=prompt, provider_config=tuned), run_id="tuned"
+    )
+    assert run.summary().total_items == 3

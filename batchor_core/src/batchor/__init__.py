@@ -24,7 +24,15 @@ from batchor.errors import (
     StructuredOutputImportError,
     StructuredOutputSchemaError,
 )
-from batchor.job import ArtifactPolicy, BatchItem, BatchJob, ChunkPolicy, PromptParts, RetryPolicy
+from batchor.job import (
+    LINEAGE_KEY,
+    ArtifactPolicy,
+    BatchItem,
+    BatchJob,
+    ChunkPolicy,
+    PromptParts,
+    RetryPolicy,
+)
 from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
 from batchor.results import (
     ArtifactExport,
@@ -53,6 +61,7 @@ from batchor.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Stora
 from batchor.worker import WorkerReport, run_worker
 
 __all__ = [
+    "LINEAGE_KEY",
     "ArtifactExport",
     "ArtifactPolicy",
     "ArtifactPrune",

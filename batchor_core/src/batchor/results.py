@@ -126,6 +126,8 @@ class RunSummary:
     output_tokens: int
     estimated_cost_usd: float | None
     ingest_complete: bool
+    estimated_input_tokens: int = 0
+    """Input tokens of all items as estimated before submission (offline, conservative)."""
     control_reason: str | None = None
     last_error: str | None = None
     created_at: float = 0.0

@@ -134,6 +134,7 @@ class Run:
                 record.model, counts.input_tokens, counts.output_tokens
             ),
             ingest_complete=record.ingest_complete,
+            estimated_input_tokens=counts.estimated_input_tokens,
             last_error=record.last_error,
             created_at=record.created_at,
             finished_at=record.finished_at,

@@ -40,7 +40,8 @@ class BatchRunner:
     ``"memory"`` for an ephemeral database, or a :class:`SQLiteStorage` /
     :class:`PostgresStorage`. ``artifact_store`` defaults to a directory beside
     the SQLite file (a temporary directory for memory storage). ``api_key``
-    overrides the key used to drive rehydrated runs (else ``$OPENAI_API_KEY``).
+    overrides the key used to drive rehydrated runs (else ``$OPENAI_API_KEY``) and
+    ``base_url`` the API address they were started with (e.g. a proxy moved).
     ``lease_ttl`` is how long, in seconds, a run stays leased to this runner's
     process after its last sign of life; another process takes the run over
     only once that has passed (or at once if it sees the holder's pid is dead
@@ -53,6 +54,7 @@ class BatchRunner:
         artifact_store: ArtifactStore | None = None,
         *,
         api_key: str | None = None,
+        base_url: str | None = None,
         clock: Clock | None = None,
         lease_ttl: float = LEASE_TTL_SECONDS,
     ) -> None:
@@ -82,6 +84,7 @@ class BatchRunner:
         self.artifact_store = artifact_store
         self.clock: Clock = clock or SystemClock()
         self._api_key = api_key
+        self._base_url = base_url
         self._owner = new_lease_owner()
         self.lease_ttl = lease_ttl
 
@@ -158,16 +161,24 @@ class BatchRunner:
             raise RunNotFoundError(
                 f"no run {run_id!r} in {self.storage!r}; list_runs() shows the runs it has"
             )
-        run = self._run(record, RunConfig.from_json(record.config), job_api_key=None)
+        run = self._run(record, self._stored_config(record), job_api_key=None)
         run.summary()
         return run
 
     def list_runs(self, *, active_only: bool = False) -> list[Run]:
         """Every run in the storage, newest first (``active_only``: still running)."""
         return [
-            self._run(record, RunConfig.from_json(record.config), job_api_key=None)
+            self._run(record, self._stored_config(record), job_api_key=None)
             for record in self.storage.list_runs(active_only=active_only)
         ]
+
+    def _stored_config(self, record: RunRecord) -> RunConfig:
+        """The run's stored config, pointed at this runner's ``base_url`` if it has one."""
+        config = RunConfig.from_json(record.config)
+        if self._base_url is None:
+            return config
+        provider = config.provider.model_copy(update={"base_url": self._base_url})
+        return config.model_copy(update={"provider": provider})
 
     def _run(
         self,
@@ -223,9 +234,10 @@ def _check_same_job(
     """
     problems: list[str] = []
     if record.config_fingerprint != config.fingerprint():
-        stored = json.loads(record.config)
-        current = json.loads(config.to_json())
-        problems += [f"job config {line}" for line in describe_differences(stored, current)]
+        stored = RunConfig.from_json(record.config).identity()
+        problems += [
+            f"job config {line}" for line in describe_differences(stored, config.identity())
+        ]
     stored_identity = json.loads(record.source_identity) if record.source_identity else None
     current_identity = json.loads(identity) if identity else None
     if stored_identity != current_identity:

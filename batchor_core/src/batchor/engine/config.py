@@ -39,6 +39,13 @@ class SystemClock:
         time.sleep(seconds)
 
 
+OPERATIONAL_PROVIDER_FIELDS = ("base_url", "poll_interval", "request_timeout", "max_retries")
+
+
+def dumps_canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 class RunConfig(BaseModel):
     """A run's stored job configuration (never holds the API key)."""
 
@@ -71,14 +78,23 @@ class RunConfig(BaseModel):
         )
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return dumps_canonical(self.model_dump(mode="json"))
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         return cls.model_validate_json(text)
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
+        """Hash of what decides the requests and their results. Operational
+        settings (where the API is, how often to poll, timeouts, client retries)
+        may change between processes without making it another job."""
+        return hashlib.sha256(dumps_canonical(self.identity()).encode()).hexdigest()
+
+    def identity(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        for name in OPERATIONAL_PROVIDER_FIELDS:
+            data["provider"].pop(name, None)
+        return data
 
     @property
     def schema_name(self) -> str:

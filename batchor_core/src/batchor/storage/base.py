@@ -141,6 +141,7 @@ class RunCounts:
     failed: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    estimated_input_tokens: int = 0
     batches_in_flight: int = 0
     batches_total: int = 0
 
@@ -835,21 +836,23 @@ class Storage:
     def run_counts(self, run_pk: int) -> RunCounts:
         with self._read() as conn:
             by_status: dict[str, int] = {}
-            input_tokens = output_tokens = 0
+            input_tokens = output_tokens = estimated = 0
             rows = conn.execute(
                 select(
                     items.c.status,
                     func.count(),
                     func.coalesce(func.sum(items.c.input_tokens), 0),
                     func.coalesce(func.sum(items.c.output_tokens), 0),
+                    func.coalesce(func.sum(items.c.estimated_tokens), 0),
                 )
                 .where(items.c.run_pk == run_pk)
                 .group_by(items.c.status)
             )
-            for status, count, tokens_in, tokens_out in rows:
+            for status, count, tokens_in, tokens_out, tokens_estimated in rows:
                 by_status[status] = int(count)
                 input_tokens += int(tokens_in)
                 output_tokens += int(tokens_out)
+                estimated += int(tokens_estimated)
             batch_rows = conn.execute(
                 select(
                     func.count(),
@@ -866,6 +869,7 @@ class Storage:
             failed=by_status.get(ItemStatus.FAILED.value, 0),
             input_tokens=input_tokens,
             output_tokens=output_tokens,
+            estimated_input_tokens=estimated,
             batches_total=int(batch_rows[0]),
             batches_in_flight=int(batch_rows[1]),
         )
