@@ -210,3 +210,18 @@ def test_start_again_with_the_same_options_stores_nothing_twice(
     assert (first[0], code) == (0, 0)
     assert json.loads(stdout)["total_items"] == 3
     assert "again: every item is already stored (3); nothing to ingest" in stderr
+
+
+def test_worker_until_idle_drives_every_active_run(
+    server: LocalBatchServer, tmp_path: Path, invoke: Invoke
+) -> None:
+    first = start_run(server, tmp_path, "first", wait=False)
+    second = start_run(server, tmp_path, "second", wait=False)
+
+    code, stdout, _ = invoke("worker", "--until-idle", "--json", *STORAGE)
+
+    report = json.loads(stdout)
+    assert code == 0
+    assert report["stop_reason"] == "idle"
+    assert sorted(report["finished_run_ids"]) == ["first", "second"]
+    assert first.summary().completed_items == second.summary().completed_items == 3

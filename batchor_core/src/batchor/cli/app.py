@@ -733,6 +733,61 @@ def cancel(
 
 
 @app.command()
+def worker(
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    until_idle: Annotated[
+        bool,
+        typer.Option(
+            "--until-idle", help="Stop once no run needs driving (else run until Ctrl-C)."
+        ),
+    ] = False,
+    max_runs_per_tick: Annotated[
+        int,
+        typer.Option("--max-runs-per-tick", metavar="N", min=1, help="Runs claimed at a time."),
+    ] = 1,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            "--lease-ttl",
+            metavar="SECONDS",
+            min=1.0,
+            help="How long a claimed run stays this worker's without a sign of life.",
+        ),
+    ] = 120.0,
+    poll_interval: PollIntervalOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Drive every active run in the storage until stopped (SIGTERM/Ctrl-C) or idle.
+
+    Run several workers against one PostgreSQL storage to share the runs: each run
+    is driven by one worker at a time and a dead worker's runs are taken over.
+    """
+    from dataclasses import asdict
+
+    from batchor.worker import run_worker
+
+    runner = open_runner(storage, artifacts)
+    note(f"worker {runner.lease_owner} driving runs in {runner.storage!r}")
+    report = run_worker(
+        runner.storage,
+        runner.artifact_store,
+        poll_interval=poll_interval,
+        max_runs_per_tick=max_runs_per_tick,
+        until_idle=until_idle,
+        lease_ttl=lease_ttl,
+    )
+    if json_output:
+        echo_json(asdict(report))
+    else:
+        typer.echo(
+            f"worker stopped ({report.stop_reason}): {plural(report.steps, 'step')}, "
+            f"{plural(len(report.finished_run_ids), 'run')} finished, "
+            f"{plural(report.errors, 'error')}"
+        )
+
+
+@app.command()
 def emulator(
     port: Annotated[
         int,
