@@ -163,3 +163,12 @@ def test_an_error_mid_input_keeps_what_was_stored_and_the_run_resumes(
     run.wait()
     assert run.status is RunStatus.COMPLETED
     assert sorted(result.item_id for result in run.results()) == sorted(f"r{n}" for n in range(30))
+
+
+def test_a_run_starts_without_a_key_and_driving_it_asks_for_one(runner: BatchRunner) -> None:
+    config = OpenAIProviderConfig(model="gpt-4.1", base_url="http://127.0.0.1:9/v1")
+    run = runner.start(BatchJob(items=rows("a"), build_prompt=text_prompt, provider_config=config))
+
+    assert run.summary().pending_items == 1
+    with pytest.raises(ConfigurationError, match="no OpenAI API key"):
+        run.refresh()

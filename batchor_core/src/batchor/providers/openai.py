@@ -132,24 +132,39 @@ class OpenAIBatchProvider:
         response_schema: dict[str, Any] | None = None,
         schema_name: str = "output",
     ) -> None:
-        key = api_key or config.api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            raise ConfigurationError(
-                "no OpenAI API key: pass OpenAIProviderConfig(api_key=...) or set OPENAI_API_KEY"
-            )
         if response_schema is not None and config.endpoint == "/v1/embeddings":
             raise ConfigurationError("structured_output cannot be used with /v1/embeddings")
-        import openai  # imported here: it is slow to import and only drivers need it
-
         self._config = config
-        self._client = openai.OpenAI(
-            api_key=key,
-            base_url=config.base_url or os.environ.get("OPENAI_BASE_URL") or None,
-            timeout=config.request_timeout,
-            max_retries=config.max_retries,
+        self._api_key = api_key
+        self._openai_client: openai.OpenAI | None = None
+        # Request lines are assembled from pre-serialised fragments: the body's
+        # fixed part (model, options, schema) is encoded once, not once per item.
+        fixed_body = _dumps(self._request_body_template(response_schema, schema_name))
+        self._line_head = (
+            f',"method":"POST","url":{_dumps(config.endpoint)},"body":{fixed_body[:-1]}'
         )
-        self._body_template = self._request_body_template(response_schema, schema_name)
-        self._schema_text = json.dumps(response_schema) if response_schema else ""
+        schema_text = json.dumps(response_schema) if response_schema else ""
+        self._schema_tokens = estimate_prompt_tokens(schema_text, None) if schema_text else 0
+
+    @property
+    def _client(self) -> openai.OpenAI:
+        """The SDK client, made on first use: building request lines needs no key."""
+        if self._openai_client is None:
+            import openai  # imported here: it is slow to import and only drivers need it
+
+            key = self._api_key or self._config.api_key or os.environ.get("OPENAI_API_KEY")
+            if not key:
+                raise ConfigurationError(
+                    "no OpenAI API key: pass OpenAIProviderConfig(api_key=...), "
+                    "BatchRunner(api_key=...) or set OPENAI_API_KEY"
+                )
+            self._openai_client = openai.OpenAI(
+                api_key=key,
+                base_url=self._config.base_url or os.environ.get("OPENAI_BASE_URL") or None,
+                timeout=self._config.request_timeout,
+                max_retries=self._config.max_retries,
+            )
+        return self._openai_client
 
     @property
     def model(self) -> str:
@@ -180,23 +195,23 @@ class OpenAIBatchProvider:
     def build_request_line(
         self, custom_id: str, prompt: str, system_prompt: str | None
     ) -> RequestLine:
-        body = dict(self._body_template)
         endpoint = self._config.endpoint
         if endpoint == "/v1/responses":
-            body["input"] = prompt
+            fields = f',"input":{_dumps(prompt)}'
             if system_prompt:
-                body["instructions"] = system_prompt
+                fields += f',"instructions":{_dumps(system_prompt)}'
         elif endpoint == "/v1/chat/completions":
             messages = [{"role": "user", "content": prompt}]
             if system_prompt:
                 messages.insert(0, {"role": "system", "content": system_prompt})
-            body["messages"] = messages
+            fields = f',"messages":{_dumps(messages)}'
         else:
-            body["input"] = prompt if not system_prompt else f"{system_prompt}\n\n{prompt}"
-        line = {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
+            text = prompt if not system_prompt else f"{system_prompt}\n\n{prompt}"
+            fields = f',"input":{_dumps(text)}'
+        line = f'{{"custom_id":{_dumps(custom_id)}{self._line_head}{fields}}}}}'
         return RequestLine(
-            data=json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
-            estimated_tokens=estimate_prompt_tokens(prompt, system_prompt, self._schema_text),
+            data=line.encode("utf-8"),
+            estimated_tokens=estimate_prompt_tokens(prompt, system_prompt) + self._schema_tokens,
         )
 
     def upload_batch_file(self, path: Path) -> str:
@@ -251,6 +266,9 @@ class OpenAIBatchProvider:
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"unparseable result line: {exc}") from exc
         return parse_openai_result(custom_id, record, self._config.endpoint)
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _translated(call: Callable[[], T]) -> T:
