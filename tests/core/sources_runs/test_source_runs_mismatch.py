@@ -183,3 +183,16 @@ def test_a_refused_resume_leaves_the_run_as_it_was(
 
     assert run.wait().status is RunStatus.COMPLETED
     assert sorted(result.item_id for result in run.results()) == [row["id"] for row in ROWS]
+
+
+def test_another_kind_of_source_is_a_mismatch(
+    tmp_path: Path, memory_runner: BatchRunner, provider_config: OpenAIProviderConfig
+) -> None:
+    interrupted_run("composite", tmp_path, memory_runner, provider_config)
+    first = file_source(input_paths("composite", tmp_path)[0])
+
+    with pytest.raises(
+        SourceMismatchError,
+        match="the run was started with a 'composite' source, not CsvItemSource",
+    ):
+        memory_runner.start(make_job(first, provider_config), "r1")

@@ -257,6 +257,11 @@ class FileItemSource(Generic[RowT]):
     ) -> str | None:
         """See :func:`~batchor.sources.base.resume_conflict`."""
         current = self.source_identity()
+        if stored_identity.get("kind") != self.kind:
+            return (
+                f"the run was started with a {stored_identity.get('kind')!r} source, "
+                f"not {type(self).__name__}"
+            )
         changed = sorted(
             key
             for key in set(stored_identity) | set(current)
