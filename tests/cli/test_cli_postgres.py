@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from cli_kit import Cli, run_id_of, tickets, write_csv
 
-from batchor import BatchRunner, PostgresStorage
+from batchor import BatchRunner, LocalArtifactStore, PostgresStorage
 
 
 @pytest.mark.postgres
@@ -28,7 +28,9 @@ def test_a_run_in_postgresql_storage_is_started_waited_for_and_read(
     assert started.code == 0, started
     run_id = run_id_of(started)
     assert "status    completed" in started.stdout
-    runner = BatchRunner(storage=postgres_storage)
+    runner = BatchRunner(
+        storage=postgres_storage, artifact_store=LocalArtifactStore(cli.cwd / "artifacts")
+    )
     assert [run.run_id for run in runner.list_runs()] == [run_id]
     assert runner.get_run(run_id).summary().completed_items == 3
     assert list((cli.cwd / "artifacts" / "runs" / run_id).rglob("*.jsonl"))
