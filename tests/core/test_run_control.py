@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,28 @@ def test_a_cursor_exports_every_item_exactly_once_while_another_process_runs(
     assert sorted(line["item_id"] for line in lines) == sorted(f"i{n:03d}" for n in range(60))
     assert [line["sequence"] for line in lines] == list(range(1, 61))
     assert exports > 2
+
+
+def test_a_run_whose_ingestion_broke_off_can_still_be_cancelled(
+    runner: BatchRunner, server: LocalBatchServer
+) -> None:
+    def broken() -> Iterator[BatchItem]:
+        yield from job(server, count=12).items
+        raise OSError("the input went away")
+
+    with pytest.raises(OSError, match="went away"):
+        runner.start(
+            BatchJob(
+                items=broken(),
+                build_prompt=lambda item: PromptParts(prompt=item.payload),
+                provider_config=job(server).provider_config,
+                chunk_policy=ChunkPolicy(ingest_slice_size=5),
+            ),
+            run_id="abandoned",
+        )
+    run = runner.get_run("abandoned")
+    run.cancel()
+
+    assert run.wait().status is RunStatus.CANCELLED
+    assert {r.error.code for r in run.results() if r.error} == {"run_cancelled"}
+    assert server.batches == {}

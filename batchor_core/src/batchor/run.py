@@ -156,7 +156,11 @@ class Run:
         fixed = poll_interval if poll_interval is not None else self.config.provider.poll_interval
         while True:
             record = self._fresh_record()
-            if not record.ingest_complete and not record.status.is_terminal:
+            if (
+                not record.ingest_complete
+                and not record.status.is_terminal
+                and record.control_state is not RunControlState.CANCEL_REQUESTED
+            ):
                 raise RunStateError(
                     f"run {self.run_id!r} has not finished ingesting its input; call "
                     f"runner.start(job, run_id={self.run_id!r}) again to resume ingestion"

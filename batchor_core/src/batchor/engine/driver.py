@@ -73,6 +73,11 @@ def is_dead_local_owner(owner: str | None) -> bool:
     return False
 
 
+def _cancelling(record: RunRecord) -> bool:
+    """A cancelled run is drained even if its ingestion never finished."""
+    return record.control_state is RunControlState.CANCEL_REQUESTED
+
+
 class _LeaseLostError(Exception):
     """Our lease expired and another process now drives the run."""
 
@@ -122,8 +127,10 @@ class RunDriver:
         """Advance the run once. Returns whether anything changed. A run whose lease
         another live process holds is left alone (returns False)."""
         record = self._record()
-        if record.status.is_terminal or not record.ingest_complete:
+        if record.status.is_terminal:
             return False
+        if not record.ingest_complete and not _cancelling(record):
+            return False  # start() is still ingesting it (or must be called again)
         steal = record.lease_owner if is_dead_local_owner(record.lease_owner) else None
         if not self.storage.try_acquire_lease(
             record.run_pk, self.owner, now=self.clock.now(), ttl=self.lease_ttl, steal_from=steal
