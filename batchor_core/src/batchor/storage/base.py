@@ -315,11 +315,11 @@ class Storage:
         if active_only:
             query = query.where(runs.c.status == RunStatus.RUNNING.value)
         with self._read() as conn:
-            return [_run_record(row) for row in conn.execute(query).mappings()]
+            return [_run_record(row) for row in conn.execute(query)]
 
     @staticmethod
     def _run_by_id(conn: Connection, run_id: str) -> RunRecord | None:
-        row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+        row = conn.execute(select(runs).where(runs.c.run_id == run_id)).first()
         return None if row is None else _run_record(row)
 
     def try_acquire_lease(
@@ -580,14 +580,14 @@ class Storage:
                     batches.c.state.in_([state.value for state in ACTIVE_BATCH_STATES]),
                 )
                 .order_by(batches.c.batch_number)
-            ).mappings()
+            )
             return [_batch_record(row) for row in rows]
 
     def list_batches(self, run_pk: int) -> list[BatchRecord]:
         with self._read() as conn:
             rows = conn.execute(
                 select(batches).where(batches.c.run_pk == run_pk).order_by(batches.c.batch_number)
-            ).mappings()
+            )
             return [_batch_record(row) for row in rows]
 
     def enqueued_tokens(self, model: str) -> int:
@@ -602,7 +602,7 @@ class Storage:
             )
 
     def _batch(self, conn: Connection, batch_pk: int) -> BatchRecord:
-        row = conn.execute(select(batches).where(batches.c.batch_pk == batch_pk)).mappings().one()
+        row = conn.execute(select(batches).where(batches.c.batch_pk == batch_pk)).one()
         return _batch_record(row)
 
     def update_batch(
@@ -948,7 +948,7 @@ class Storage:
             )
             rows = conn.execute(
                 select(runs).where(runs.c.run_pk.in_(run_pks)).order_by(runs.c.run_pk)
-            ).mappings()
+            )
             return [_run_record(row) for row in rows]
 
     def count_runs_to_drive(self) -> int:
@@ -1043,65 +1043,38 @@ def _outcome_values(retry: RetrySchedule, now: float) -> dict[str, Any]:
     }
 
 
-def _run_record(row: Any) -> RunRecord:
-    return RunRecord(
-        run_pk=row["run_pk"],
-        run_id=row["run_id"],
-        status=RunStatus(row["status"]),
-        control_state=RunControlState(row["control_state"]),
-        control_reason=row["control_reason"],
-        model=row["model"],
-        config=row["config"],
-        config_fingerprint=row["config_fingerprint"],
-        source_identity=row["source_identity"],
-        source_checkpoint=row["source_checkpoint"],
-        ingest_complete=bool(row["ingest_complete"]),
-        item_count=int(row["item_count"]),
-        next_segment=int(row["next_segment"]),
-        next_submit_at=row["next_submit_at"],
-        lease_owner=row["lease_owner"],
-        lease_expires_at=row["lease_expires_at"],
-        last_error=row["last_error"],
-        raw_outputs_exported_at=row["raw_outputs_exported_at"],
-        created_at=row["created_at"],
-        finished_at=row["finished_at"],
+def _from_row(record_type: Any, row: Any, **converted: Any) -> Any:
+    """A record dataclass from a result row: same-named columns, plus ``converted``."""
+    mapping = row._mapping
+    return record_type(
+        **{
+            name: converted[name] if name in converted else mapping[name]
+            for name in record_type.__dataclass_fields__
+        }
     )
+
+
+def _run_record(row: Any) -> RunRecord:
+    result: RunRecord = _from_row(
+        RunRecord,
+        row,
+        status=RunStatus(row.status),
+        control_state=RunControlState(row.control_state),
+        ingest_complete=bool(row.ingest_complete),
+    )
+    return result
 
 
 def _batch_record(row: Any) -> BatchRecord:
-    return BatchRecord(
-        batch_pk=row["batch_pk"],
-        run_pk=row["run_pk"],
-        batch_number=row["batch_number"],
-        local_key=row["local_key"],
-        model=row["model"],
-        state=BatchState(row["state"]),
-        provider_batch_id=row["provider_batch_id"],
-        input_file_id=row["input_file_id"],
-        provider_status=row["provider_status"],
-        request_count=row["request_count"],
-        estimated_tokens=row["estimated_tokens"],
-        created_at=row["created_at"],
-        output_artifact=row["output_artifact"],
-        error_artifact=row["error_artifact"],
-    )
+    result: BatchRecord = _from_row(BatchRecord, row, state=BatchState(row.state))
+    return result
 
 
 def _stored_item(row: Any) -> StoredItem:
-    return StoredItem(
-        item_id=row.item_id,
-        item_index=row.item_index,
-        status=ItemStatus(row.status),
-        attempts=row.attempts,
-        sequence=row.sequence,
-        output_text=row.output_text,
-        error_code=row.error_code,
-        error_message=row.error_message,
-        error_retryable=row.error_retryable,
-        input_tokens=row.input_tokens,
-        output_tokens=row.output_tokens,
-        metadata_json=row.metadata,
+    result: StoredItem = _from_row(
+        StoredItem, row, status=ItemStatus(row.status), metadata_json=row.metadata
     )
+    return result
 
 
 def dumps_json(value: Any) -> str:
