@@ -29,7 +29,7 @@ from batchor.job import LINEAGE_KEY, BatchItem, BatchJob, PromptParts
 from batchor.providers.base import BatchProvider
 from batchor.results import RunControlState
 from batchor.sources.base import CheckpointedItem, CheckpointedItemSource, durable_checkpoint
-from batchor.storage.base import NewItem, RunRecord, Storage, dumps_json
+from batchor.storage.base import ItemKeyConflictError, NewItem, RunRecord, Storage, dumps_json
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of items stored so far, after each slice."""
@@ -79,6 +79,9 @@ def _ingest_slices(
     item_count = record.item_count
     segment = record.next_segment
     checkpoint_json = record.source_checkpoint
+    # With nothing stored before this pass there is nothing to skip: the unique index
+    # alone catches a repeated id, and the lookup below is only needed to explain it.
+    first_pass = record.item_count == 0
     slices = _slices(source, record, job.chunk_policy.ingest_slice_size)
     while not _cancel_requested(storage, record.run_id):
         next_slice = next(slices, None)
@@ -86,7 +89,7 @@ def _ingest_slices(
             break
         items, checkpoint = next_slice
         item_ids = _item_ids(items, position)
-        stored = storage.find_item_ids(record.run_pk, item_ids)
+        stored = {} if first_pass else storage.find_item_ids(record.run_pk, item_ids)
         if stored:
             # a plain iterable skips the items stored by an earlier attempt; an id stored
             # by this one (or by any attempt, for a checkpointed source) is repeated
@@ -117,13 +120,27 @@ def _ingest_slices(
                 handle.write(payload)
         if isinstance(source, CheckpointedItemSource):
             checkpoint_json = dumps_json(durable_checkpoint(source, checkpoint))
-        storage.store_ingested_slice(
-            record.run_pk,
-            new_items,
-            checkpoint=checkpoint_json,
-            segment_used=bool(new_items),
-            now=clock.now(),
-        )
+        try:
+            storage.store_ingested_slice(
+                record.run_pk,
+                new_items,
+                checkpoint=checkpoint_json,
+                segment_used=bool(new_items),
+                now=clock.now(),
+            )
+        except ItemKeyConflictError:
+            stored = storage.find_item_ids(record.run_pk, item_ids)
+            repeated = [offset for offset in fresh if item_ids[offset] in stored]
+            if not repeated:
+                raise  # not a repeated id: another process is ingesting this run too
+            raise _duplicate_error(
+                storage,
+                record,
+                items[repeated[0]],
+                position + repeated[0],
+                stored[item_ids[repeated[0]]],
+                checkpointed=checkpointed,
+            ) from None
         item_count += len(new_items)
         segment += 1 if new_items else 0
         position += len(items)

@@ -31,6 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from batchor.engine.planning import BatchLimits, BatchPlan, PendingRequest, pack_batch
 from batchor.errors import StorageError
@@ -41,6 +42,10 @@ from batchor.storage.schema import batches, items, model_budgets, runs
 
 _IN_CHUNK = 2_000  # ids per IN (...) query
 _WRITE_CHUNK = 5_000  # rows per executemany
+
+
+class ItemKeyConflictError(StorageError):
+    """An inserted item collides with a stored one (same id, or same index)."""
 
 
 class BatchState(StrEnum):
@@ -405,7 +410,11 @@ class Storage:
         segment_used: bool,
         now: float,
     ) -> None:
-        """Insert a slice of items and advance the run's checkpoint, atomically."""
+        """Insert a slice of items and advance the run's checkpoint, atomically.
+
+        The unique index on (run, item id) is the last word on duplicates: a slice
+        that repeats a stored id raises :class:`ItemKeyConflictError` and stores
+        nothing."""
         rows = [
             {
                 "run_pk": run_pk,
@@ -421,6 +430,21 @@ class Storage:
             }
             for item in new_items
         ]
+        try:
+            self._insert_slice(run_pk, rows, checkpoint, segment_used, now)
+        except IntegrityError as exc:
+            raise ItemKeyConflictError(
+                f"a slice of run #{run_pk} repeats an item id or index already stored"
+            ) from exc
+
+    def _insert_slice(
+        self,
+        run_pk: int,
+        rows: list[dict[str, Any]],
+        checkpoint: str | None,
+        segment_used: bool,
+        now: float,
+    ) -> None:
         with self._write() as conn:
             if rows:
                 self._executemany(
