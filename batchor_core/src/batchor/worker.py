@@ -144,9 +144,7 @@ class _Worker:
         """Claim and step every run that needs driving and no one else holds, a few at
         a time in ``run_pk`` order. Returns whether any run changed."""
         owner = self.runner.lease_owner
-        dead = {
-            holder for holder in self.storage.run_lease_owners() if is_dead_local_owner(holder)
-        }
+        dead = {holder for holder in self.storage.run_lease_owners() if is_dead_local_owner(holder)}
         cursor, changed, stepped = 0, False, set()
         while not stop.is_set():
             claimed = self.storage.claim_runs(
