@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from batchor import (
     BatchItem,
@@ -37,7 +37,7 @@ class TicketTriage(BaseModel):
     """What the model returns for each ticket."""
 
     topic: Literal["billing", "shipping", "returns", "account", "product quality"]
-    urgency: int
+    urgency: int = Field(ge=1, le=5)
     summary: str
 
 
