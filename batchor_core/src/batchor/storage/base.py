@@ -738,18 +738,41 @@ class Storage:
         retry: RetrySchedule,
         now: float,
     ) -> None:
-        self._executemany(
-            conn,
-            update(items)
-            .where(
-                items.c.run_pk == batch.run_pk,
-                items.c.item_id == bindparam("b_custom_id"),
-                items.c.batch_pk == batch.batch_pk,
-                items.c.status == ItemStatus.SUBMITTED.value,
-            )
-            .values(_outcome_values(retry, now)),
-            params,
+        """Record a chunk of outcomes. Successes, nearly always the bulk, take a
+        plain statement; failures the one that decides retry or give up."""
+        succeeded = [row for row in params if not row["b_failed"]]
+        failed = [row for row in params if row["b_failed"]]
+        same_batch_item = (
+            items.c.run_pk == batch.run_pk,
+            items.c.item_id == bindparam("b_custom_id"),
+            items.c.batch_pk == batch.batch_pk,
+            items.c.status == ItemStatus.SUBMITTED.value,
         )
+        if succeeded:
+            self._executemany(
+                conn,
+                update(items)
+                .where(*same_batch_item)
+                .values(
+                    status=ItemStatus.COMPLETED.value,
+                    output_text=bindparam("b_output_text"),
+                    error_code=None,
+                    error_message=None,
+                    error_retryable=None,
+                    not_before=None,
+                    input_tokens=func.coalesce(items.c.input_tokens, 0)
+                    + bindparam("b_input_tokens"),
+                    output_tokens=func.coalesce(items.c.output_tokens, 0)
+                    + bindparam("b_output_tokens"),
+                ),
+                [{key: row[key] for key in _SUCCESS_PARAMS} for row in succeeded],
+            )
+        if failed:
+            self._executemany(
+                conn,
+                update(items).where(*same_batch_item).values(_outcome_values(retry, now)),
+                failed,
+            )
 
     def _apply_leftover(
         self,
@@ -1026,6 +1049,9 @@ def _ready_items(run_pk: int, now: float) -> Any:
     )
 
 
+_SUCCESS_PARAMS = ("b_custom_id", "b_output_text", "b_input_tokens", "b_output_tokens")
+
+
 def _outcome_params(outcome: RequestOutcome) -> dict[str, Any]:
     return {
         "b_custom_id": outcome.custom_id,
@@ -1095,10 +1121,9 @@ def _batch_record(row: Any) -> BatchRecord:
 
 
 def _stored_item(row: Any) -> StoredItem:
-    result: StoredItem = _from_row(
-        StoredItem, row, status=ItemStatus(row.status), metadata_json=row.metadata
-    )
-    return result
+    # _ITEM_COLUMNS are selected in StoredItem's field order: build it positionally,
+    # this runs once per result read.
+    return StoredItem(row[0], row[1], ItemStatus(row[2]), *row[3:])
 
 
 def dumps_json(value: Any) -> str:
