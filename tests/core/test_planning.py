@@ -69,3 +69,10 @@ def test_cost_uses_batch_prices_of_the_longest_matching_model() -> None:
     assert estimate_cost_usd("gpt-4.1", 1_000_000, 1_000_000) == 5.0
     assert estimate_cost_usd("gpt-4.1-mini-2025-04-14", 1_000_000, 0) == 0.2
     assert estimate_cost_usd("my-local-model", 10, 10) is None
+
+
+def test_adjacent_request_lines_are_read_as_one_range() -> None:
+    from batchor.engine.driver import _adjacent_runs
+
+    spans = [(0, 0, 9), (0, 10, 4), (0, 40, 9), (1, 0, 5), (1, 6, 5)]
+    assert list(_adjacent_runs(spans)) == [(0, 0, 15), (0, 40, 50), (1, 0, 12)]

@@ -22,7 +22,7 @@ import os
 import socket
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
@@ -275,18 +275,23 @@ class RunDriver:
         return True
 
     def _write_batch_input(self, batch: BatchRecord, path: Path) -> None:
-        """Copy the batch's request lines from the request segments into ``path``."""
-        with ExitStack() as stack, path.open("wb") as output:
-            open_segment: tuple[int, BinaryIO] | None = None
-            for segment, offset, length in self.storage.batch_request_spans(batch.batch_pk):
-                if open_segment is None or open_segment[0] != segment:
-                    handle = stack.enter_context(
-                        self.artifacts.open_read(request_segment_key(self.run_id, segment))
-                    )
-                    open_segment = (segment, handle)
-                handle = open_segment[1]
-                handle.seek(offset)
-                output.write(handle.read(length + 1))
+        """Copy the batch's request lines from the request segments into ``path``,
+        one read per run of adjacent lines (a fresh batch is a few long runs)."""
+        with path.open("wb") as output:
+            for segment, start, end in _adjacent_runs(
+                self.storage.batch_request_spans(batch.batch_pk)
+            ):
+                with self.artifacts.open_read(request_segment_key(self.run_id, segment)) as handle:
+                    handle.seek(start)
+                    remaining = end - start
+                    while remaining:
+                        block = handle.read(min(remaining, 8 * 1024 * 1024))
+                        if not block:
+                            raise OSError(
+                                f"request segment {segment} of run {self.run_id!r} is truncated"
+                            )
+                        output.write(block)
+                        remaining -= len(block)
 
     def _find_created_batch(self, batch: BatchRecord) -> ProviderBatch | None:
         """The provider batch a crashed create may have made, found by its metadata key."""
@@ -467,6 +472,21 @@ class RunDriver:
                     logger.warning(
                         "run %s: could not cancel %s: %s", self.run_id, batch.provider_batch_id, exc
                     )
+
+
+def _adjacent_runs(spans: Iterable[tuple[int, int, int]]) -> Iterator[tuple[int, int, int]]:
+    """Merge (segment, offset, length) request lines, each followed by a newline,
+    into (segment, start, end) byte ranges of adjacent lines."""
+    current: tuple[int, int, int] | None = None
+    for segment, offset, length in spans:
+        if current is not None and current[0] == segment and current[2] == offset:
+            current = (segment, current[1], offset + length + 1)
+            continue
+        if current is not None:
+            yield current
+        current = (segment, offset, offset + length + 1)
+    if current is not None:
+        yield current
 
 
 def _validate_output(outcome: RequestOutcome, model: type[BaseModel] | None) -> RequestOutcome:
