@@ -4,18 +4,17 @@ The blocks run in order in one real module (registered in ``sys.modules``), so t
 structured-output class they define is importable by name, as batchor requires.
 """
 
-import re
 import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.docs_examples import DOCS, python_blocks, run_blocks
 
 from batchor.testing import LocalBatchServer
 
-PAGE = Path(__file__).resolve().parents[2] / "docs" / "dagster.md"
-BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+PAGE = DOCS / "dagster.md"
 MODULE = "batchor_dagster_docs_example"
 
 
@@ -36,10 +35,8 @@ def test_the_dagster_page_examples_run(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-docs")
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.chdir(tmp_path)
-    blocks = BLOCK.findall(PAGE.read_text(encoding="utf-8"))
-    assert len(blocks) >= 3
+    assert len(python_blocks(PAGE)) >= 3
 
-    for number, code in enumerate(blocks, 1):
-        exec(compile(code, f"dagster.md example {number}", "exec"), docs_module.__dict__)
+    run_blocks(PAGE, docs_module.__dict__)
 
     assert docs_module.results.num_rows == 3

@@ -7,22 +7,15 @@ block preceded by ``<!-- not-tested: reason -->`` is skipped.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.docs_examples import DOCS, python_blocks, run_blocks
 
 from batchor.testing import LocalBatchServer
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-BLOCK = re.compile(r"(<!-- not-tested[^>]*-->\s*)?```python\n(.*?)```", re.S)
 PAGES = ["index.md", "python-api.md", "storage.md"]
-
-
-def python_blocks(page: Path) -> list[str]:
-    """The page's tested Python blocks, in order."""
-    return [code for skip, code in BLOCK.findall(page.read_text(encoding="utf-8")) if not skip]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -32,8 +25,6 @@ def test_page_examples_run(
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-docs")
     monkeypatch.chdir(tmp_path)
-    blocks = python_blocks(DOCS / page)
-    assert blocks, f"{page} has no tested examples"
+    assert python_blocks(DOCS / page), f"{page} has no tested examples"
     namespace: dict[str, Any] = {"__name__": "docs_example"}
-    for number, code in enumerate(blocks, 1):
-        exec(compile(code, f"{page} example {number}", "exec"), namespace)
+    run_blocks(DOCS / page, namespace)

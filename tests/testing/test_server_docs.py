@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.docs_examples import DOCS, python_blocks
 
 from batchor.testing import LocalBatchServer
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "local-server.md"
-EXAMPLES = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+DOC = DOCS / "local-server.md"
+EXAMPLES = python_blocks(DOC)
 
 
 def test_the_page_has_examples() -> None:

@@ -9,23 +9,18 @@ directory and points the environment at the local server. A block preceded by
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tests.docs_examples import DOCS, python_blocks, run_blocks
 
 from batchor import Run, RunStatus
 from batchor.testing import LocalBatchServer
 
-PAGE = Path(__file__).resolve().parents[3] / "docs" / "use-cases.md"
-BLOCK = re.compile(r"(<!-- not-tested[^>]*-->\s*)?```python\n(.*?)```", re.S)
-
-
-def python_blocks(page: Path) -> list[str]:
-    return [code for skip, code in BLOCK.findall(page.read_text(encoding="utf-8")) if not skip]
+PAGE = DOCS / "use-cases.md"
 
 
 def write_inputs(directory: Path) -> None:
@@ -83,8 +78,7 @@ def test_every_example_runs_in_order(
     write_inputs(tmp_path / "input")
     namespace: dict[str, Any] = {"__name__": "use_cases"}
 
-    for number, code in enumerate(python_blocks(PAGE), 1):
-        exec(compile(code, f"{PAGE.name} example {number}", "exec"), namespace)
+    run_blocks(PAGE, namespace)
 
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("1 completed ")
