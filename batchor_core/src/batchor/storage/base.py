@@ -499,7 +499,7 @@ class Storage:
                 enqueued = conn.execute(
                     select(func.coalesce(func.sum(batches.c.estimated_tokens), 0)).where(
                         batches.c.model == model,
-                        batches.c.state.in_([state.value for state in ACTIVE_BATCH_STATES]),
+                        _batch_holds_budget(),
                     )
                 ).scalar_one()
                 free_tokens = token_budget - int(enqueued)
@@ -601,7 +601,7 @@ class Storage:
                 select(batches)
                 .where(
                     batches.c.run_pk == run_pk,
-                    batches.c.state.in_([state.value for state in ACTIVE_BATCH_STATES]),
+                    _batch_holds_budget(),
                 )
                 .order_by(batches.c.batch_number)
             )
@@ -613,17 +613,6 @@ class Storage:
                 select(batches).where(batches.c.run_pk == run_pk).order_by(batches.c.batch_number)
             )
             return [_batch_record(row) for row in rows]
-
-    def enqueued_tokens(self, model: str) -> int:
-        with self._read() as conn:
-            return int(
-                conn.execute(
-                    select(func.coalesce(func.sum(batches.c.estimated_tokens), 0)).where(
-                        batches.c.model == model,
-                        batches.c.state.in_([state.value for state in ACTIVE_BATCH_STATES]),
-                    )
-                ).scalar_one()
-            )
 
     def _batch(self, conn: Connection, batch_pk: int) -> BatchRecord:
         row = conn.execute(select(batches).where(batches.c.batch_pk == batch_pk)).one()
@@ -868,16 +857,6 @@ class Storage:
                 .values(status=status.value, finished_at=now, updated_at=now)
             )
 
-    def next_retry_time(self, run_pk: int) -> float | None:
-        """When the earliest backed-off pending item may be submitted again."""
-        with self._read() as conn:
-            value = conn.execute(
-                select(func.min(items.c.not_before)).where(
-                    items.c.run_pk == run_pk, items.c.status == ItemStatus.PENDING.value
-                )
-            ).scalar()
-            return None if value is None else float(value)
-
     # -- reading ------------------------------------------------------------------------
 
     def run_counts(self, run_pk: int) -> RunCounts:
@@ -1025,7 +1004,7 @@ class Storage:
             select(batches.c.batch_pk)
             .where(
                 batches.c.run_pk == runs.c.run_pk,
-                batches.c.state.in_([state.value for state in ACTIVE_BATCH_STATES]),
+                _batch_holds_budget(),
             )
             .exists()
         )
@@ -1039,6 +1018,11 @@ class Storage:
             runs.c.ingest_complete.is_(True),
             or_(runs.c.control_state != RunControlState.PAUSED.value, in_flight, ~pending),
         )
+
+
+def _batch_holds_budget() -> Any:
+    """A batch in one of the states that still count against the token budget."""
+    return batches.c.state.in_([state.value for state in ACTIVE_BATCH_STATES])
 
 
 def _ready_items(run_pk: int, now: float) -> Any:
