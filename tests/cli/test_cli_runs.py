@@ -151,7 +151,7 @@ def test_wait_timeout_exits_3_and_says_how_to_keep_waiting(runs: Runs) -> None:
     assert outcome.code == 3, outcome
     assert outcome.error_lines == [
         "Error: run 'slow' is still running after 1 s (0/5 items terminal); "
-        "it goes on: batchor wait slow to keep waiting"
+        "it goes on: wait again (batchor wait slow) to keep waiting"
     ]
 
 

@@ -82,7 +82,7 @@ USAGE_ERRORS: dict[str, tuple[list[str], str]] = {
     "in-memory SQLite storage": (
         ["runs", "--storage", "sqlite://"],
         "Error: Invalid value for '--storage' / $BATCHOR_STORAGE: an in-memory SQLite database "
-        "does not outlive the command; give a file: sqlite:///PATH (relative) or "
+        "does not outlive this process; give a file: sqlite:///PATH (relative) or "
         "sqlite:////PATH (absolute) (see 'batchor runs --help')",
     ),
     "PostgreSQL storage without an artifact directory": (
@@ -119,14 +119,15 @@ def test_usage_error_is_exit_2_and_one_line(case: str, invoke: Invoke, tmp_path:
 def test_a_storage_url_from_the_environment_is_checked_too(
     invoke: Invoke, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BATCHOR_STORAGE", "not a URL")
+    monkeypatch.setenv("BATCHOR_STORAGE", "mysql://db/runs")
 
     code, _, stderr = invoke("runs")
 
     assert code == 2
     assert stderr.splitlines() == [
-        "Error: Invalid value for '--storage' / $BATCHOR_STORAGE: not a storage URL; expected "
-        "sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE (see 'batchor runs --help')"
+        "Error: Invalid value for '--storage' / $BATCHOR_STORAGE: unsupported storage scheme "
+        "'mysql'; expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE "
+        "(see 'batchor runs --help')"
     ]
 
 

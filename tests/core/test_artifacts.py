@@ -98,4 +98,4 @@ def test_terminal_results_export_to_parquet(
     assert (export.count, export.next_after_sequence) == (4, 6)
     assert table.column("sequence").to_pylist() == [3, 4, 5, 6]
     assert set(table.column("status").to_pylist()) == {"completed"}
-    assert json.loads(table.column("metadata_json")[0].as_py()).keys() == {"n"}
+    assert json.loads(table.column("metadata")[0].as_py()).keys() == {"n"}

@@ -110,7 +110,7 @@ def test_an_invalid_schema_is_rejected_before_anything_is_stored(
     )
     with pytest.raises(StructuredOutputSchemaError, match="#/properties/label"):
         runner.start(job, run_id="never_stored")
-    assert runner.storage.get_run("never_stored") is None
+    assert runner.storage.runs.get("never_stored") is None
 
 
 def test_an_unimportable_structured_output_class_is_named_on_rehydration(

@@ -185,15 +185,15 @@ def test_a_run_driven_by_another_live_process_is_left_alone(
     run = runner.start(
         BatchJob(items=items(3), build_prompt=prompt, provider_config=provider_config)
     )
-    record = runner.storage.get_run(run.run_id)
+    record = runner.storage.runs.get(run.run_id)
     assert record is not None
     other = "another-host:4242:feedbeef"
-    assert runner.storage.try_acquire_lease(record.run_pk, other, now=time.time(), ttl=60)
+    assert runner.storage.runs.try_acquire_lease(record.run_pk, other, now=time.time(), ttl=60)
 
     assert run.refresh().pending_items == 3
     assert server.batches == {}
 
-    runner.storage.release_lease(record.run_pk, other)
+    runner.storage.runs.release_lease(record.run_pk, other)
     assert run.wait().status is RunStatus.COMPLETED
 
 

@@ -4,7 +4,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from batchor import StructuredOutputSchemaError
-from batchor.engine.schema import strict_json_schema
+from batchor.providers.schema import strict_json_schema
 
 
 class Label(BaseModel):

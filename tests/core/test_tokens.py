@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from batchor.engine import tokens
+from batchor.providers import tokens
 from batchor.testing import count_request_tokens
 
 

@@ -22,10 +22,11 @@ from batchor import (
     PromptParts,
     TokenUsage,
 )
+from batchor.providers.base import OutputKind
+from batchor.results_table import ResultsTableLayout, arrow_type_for
 from batchor_dagster import BatchorParquetIOManager, BatchorResource, batchor_assets
 from batchor_dagster.inputs import deterministic_run_id, json_safe
 from batchor_dagster.io_manager import ParquetTableIOManager
-from batchor_dagster.results_table import ResultsTableLayout, arrow_type_for
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -104,7 +105,7 @@ def test_json_safe_converts_what_json_cannot_hold() -> None:
 
 
 def test_structured_fields_become_typed_columns() -> None:
-    layout = ResultsTableLayout(Extraction, "/v1/responses")
+    layout = ResultsTableLayout(Extraction)
 
     types = {field.name: field.type for field in layout.schema}
 
@@ -122,7 +123,7 @@ def test_structured_fields_become_typed_columns() -> None:
 
 
 def test_a_result_row_holds_output_error_usage_and_lineage() -> None:
-    layout = ResultsTableLayout(Extraction, "/v1/responses")
+    layout = ResultsTableLayout(Extraction)
     output = Extraction(
         name="Ada",
         age=36,
@@ -170,7 +171,7 @@ def test_a_result_row_holds_output_error_usage_and_lineage() -> None:
 
 
 def test_embedding_jobs_write_a_vector_column() -> None:
-    layout = ResultsTableLayout(None, "/v1/embeddings")
+    layout = ResultsTableLayout(None, OutputKind.EMBEDDING)
 
     assert layout.schema.field("embedding").type == pa.list_(pa.float64())
 

@@ -139,7 +139,7 @@ def test_the_submit_asset_starts_a_run_and_records_it(pipeline: Pipeline) -> Non
     assert metadata["items"] == ROWS
     assert metadata["resumed"] is False
     assert metadata["estimated_input_tokens"] > ROWS * 10
-    assert metadata["estimated_input_cost_usd"] > 0
+    assert metadata["estimated_cost_usd"] > 0
     assert metadata["batches_submitted"] == 1
     assert len(pipeline.server.batches) == 1
     assert pipeline.resources["batchor"].get_run(run_id).summary().total_items == ROWS
@@ -179,11 +179,15 @@ def test_the_results_parquet_has_one_checked_row_per_item(pipeline: Pipeline) ->
         "topic",
         "urgency",
         "summary",
+        "output_text",
         "error_code",
         "error_message",
         "attempts",
+        "resubmissions",
         "input_tokens",
+        "cached_input_tokens",
         "output_tokens",
+        "reasoning_tokens",
         "sequence",
         "lineage",
         "metadata",

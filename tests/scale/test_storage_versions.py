@@ -59,7 +59,7 @@ def test_reopening_keeps_the_runs_and_one_version_row(reopen: Opener, tmp_path: 
     again = reopen()
 
     assert version_rows(again) == [("schema_version", str(schema.SCHEMA_VERSION))]
-    record = again.get_run(run_id)
+    record = again.runs.get(run_id)
     assert record is not None and record.item_count == 1
 
 

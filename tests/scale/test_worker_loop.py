@@ -93,7 +93,7 @@ def test_a_worker_drives_every_started_run_to_the_end_then_stops_when_idle(
     assert sorted(report.finished_run_ids) == sorted(run_ids)
     assert report.errors == 0
     assert set(statuses(storage, artifacts).values()) == {RunStatus.COMPLETED}
-    assert storage.run_lease_owners() == set()
+    assert storage.claims.lease_owners() == set()
 
 
 def test_a_worker_claiming_several_runs_at_a_time_drives_them_all(
@@ -111,7 +111,7 @@ def test_a_worker_claiming_several_runs_at_a_time_drives_them_all(
     )
 
     assert sorted(report.finished_run_ids) == sorted(run_ids)
-    assert storage.run_lease_owners() == set()
+    assert storage.claims.lease_owners() == set()
 
 
 def test_a_worker_with_nothing_to_do_returns_at_once_when_idle(
@@ -137,7 +137,7 @@ def test_stop_event_ends_the_worker_and_its_leases_are_released(
 
     assert not thread.is_alive()
     assert reports[0].stop_reason == "stop_event"
-    assert storage.run_lease_owners() == set()
+    assert storage.claims.lease_owners() == set()
     assert set(statuses(storage, artifacts).values()) == {RunStatus.RUNNING}
 
 
@@ -149,17 +149,17 @@ def test_a_run_leased_by_a_live_process_elsewhere_waits_for_its_lease_to_expire(
     storage: Storage, artifacts: LocalArtifactStore, server: LocalBatchServer
 ) -> None:
     (run_id,) = start_runs(storage, artifacts, server, 1)
-    record = storage.get_run(run_id)
+    record = storage.runs.get(run_id)
     assert record is not None
     elsewhere = "another-host:4242:0badc0de"
-    storage.try_acquire_lease(record.run_pk, elsewhere, now=time.time(), ttl=3600)
+    storage.runs.try_acquire_lease(record.run_pk, elsewhere, now=time.time(), ttl=3600)
     stop = threading.Event()
     thread, reports = worker_in_thread(storage, artifacts, stop, until_idle=True)
     time.sleep(0.3)
-    assert server.batches == {} and storage.run_lease_owners() == {elsewhere}
+    assert server.batches == {} and storage.claims.lease_owners() == {elsewhere}
 
     # The other machine stops renewing: its lease runs out.
-    storage.try_acquire_lease(record.run_pk, elsewhere, now=time.time() - 7200, ttl=1)
+    storage.runs.try_acquire_lease(record.run_pk, elsewhere, now=time.time() - 7200, ttl=1)
     thread.join(timeout=30)
 
     assert reports[0].stop_reason == "idle"
@@ -170,11 +170,11 @@ def test_the_runs_of_a_dead_process_on_this_host_are_taken_over_at_once(
     storage: Storage, artifacts: LocalArtifactStore, server: LocalBatchServer
 ) -> None:
     (run_id,) = start_runs(storage, artifacts, server, 1)
-    record = storage.get_run(run_id)
+    record = storage.runs.get(run_id)
     assert record is not None
     exited = subprocess.Popen([sys.executable, "-c", "pass"])
     exited.wait()
-    storage.try_acquire_lease(
+    storage.runs.try_acquire_lease(
         record.run_pk, f"{socket.gethostname()}:{exited.pid}:deadbeef", now=time.time(), ttl=3600
     )
 
@@ -204,14 +204,14 @@ def test_claims_give_concurrent_workers_disjoint_runs(
     start_runs(storage, artifacts, server, 4)
     now = time.time()
 
-    first = storage.claim_runs("worker-a", now=now, ttl=60, limit=2)
-    second = storage.claim_runs("worker-b", now=now, ttl=60, limit=3)
-    third = storage.claim_runs("worker-c", now=now, ttl=60, limit=3)
+    first = storage.claims.claim("worker-a", now=now, ttl=60, limit=2)
+    second = storage.claims.claim("worker-b", now=now, ttl=60, limit=3)
+    third = storage.claims.claim("worker-c", now=now, ttl=60, limit=3)
 
     assert len(first) == 2 and len(second) == 2 and third == []
     assert {r.run_pk for r in first}.isdisjoint({r.run_pk for r in second})
     assert {r.lease_owner for r in first} == {"worker-a"}
-    assert storage.claim_runs("worker-c", now=now + 61, ttl=60, limit=9) != []
+    assert storage.claims.claim("worker-c", now=now + 61, ttl=60, limit=9) != []
 
 
 def test_claims_after_a_cursor_go_round_the_runs_in_order(
@@ -219,8 +219,8 @@ def test_claims_after_a_cursor_go_round_the_runs_in_order(
 ) -> None:
     start_runs(storage, artifacts, server, 3)
     now = time.time()
-    first = storage.claim_runs("worker", now=now, ttl=60, limit=1)
-    after = storage.claim_runs("worker", now=now, ttl=60, limit=5, after_run_pk=first[0].run_pk)
+    first = storage.claims.claim("worker", now=now, ttl=60, limit=1)
+    after = storage.claims.claim("worker", now=now, ttl=60, limit=5, after_run_pk=first[0].run_pk)
 
     assert [r.run_pk for r in after] == sorted(r.run_pk for r in after)
     assert all(r.run_pk > first[0].run_pk for r in after) and len(after) == 2
@@ -231,13 +231,13 @@ def test_claims_skip_runs_another_transaction_has_locked_instead_of_waiting(
     postgres_storage: PostgresStorage, artifacts: LocalArtifactStore, server: LocalBatchServer
 ) -> None:
     start_runs(postgres_storage, artifacts, server, 3)
-    first_pk = min(run.run_pk for run in postgres_storage.list_runs())
+    first_pk = min(run.run_pk for run in postgres_storage.runs.list_runs())
     with postgres_storage.engine.connect() as other:
         other.exec_driver_sql("BEGIN")
         other.exec_driver_sql(
             f'SELECT 1 FROM "{postgres_storage.schema}".runs WHERE run_pk = {first_pk} FOR UPDATE'
         )
-        claimed = postgres_storage.claim_runs("worker", now=time.time(), ttl=60, limit=3)
+        claimed = postgres_storage.claims.claim("worker", now=time.time(), ttl=60, limit=3)
         other.exec_driver_sql("ROLLBACK")
 
     assert len(claimed) == 2 and first_pk not in {r.run_pk for r in claimed}
@@ -285,4 +285,4 @@ def test_sigterm_lets_a_worker_process_finish_its_step_and_exit_cleanly(
 
     assert child.returncode == 0, err
     assert json.loads(out.splitlines()[-1])["stop_reason"] == "signal"
-    assert storage.run_lease_owners() == set()
+    assert storage.claims.lease_owners() == set()

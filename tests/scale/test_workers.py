@@ -28,7 +28,7 @@ from batchor import (
     PromptParts,
     RunStatus,
 )
-from batchor.storage.base import BatchState
+from batchor.storage.records import BatchState
 from batchor.testing import BatchPace, LocalBatchServer
 from batchor.testing import BatchRecord as ServerBatch
 
@@ -96,8 +96,8 @@ def stalled_create_owner(
         created = {
             (batch.metadata or {}).get("batchor_batch_key") for batch in server.batches.values()
         }
-        for record in storage.list_runs(active_only=True):
-            for batch in storage.list_batches(record.run_pk):
+        for record in storage.runs.list_runs(active_only=True):
+            for batch in storage.batches.for_run(record.run_pk):
                 if batch.state is BatchState.CREATING and batch.local_key in created:
                     if seen.get(batch.local_key) == record.lease_owner:
                         assert record.lease_owner is not None
@@ -115,8 +115,8 @@ def peak_estimated_tokens(storage: PostgresStorage, server_batches: list[ServerB
     exceed the budget if the workers together reserved more than it."""
     estimates = {
         batch.local_key: batch.estimated_tokens
-        for record in storage.list_runs()
-        for batch in storage.list_batches(record.run_pk)
+        for record in storage.runs.list_runs()
+        for batch in storage.batches.for_run(record.run_pk)
     }
     events: list[tuple[float, int]] = []
     for batch in server_batches:
@@ -179,4 +179,4 @@ def test_workers_share_runs_and_budget_and_survive_a_sigkill(
     assert peak_estimated_tokens(postgres_storage, server_batches) <= LIMITS.enqueued_token_budget
     assert max_enqueued > max(batch.tokens for batch in server_batches), "never concurrent"
     assert all(report["steps"] > 0 and report["stop_reason"] == "idle" for report in reports)
-    assert postgres_storage.run_lease_owners() == set()
+    assert postgres_storage.claims.lease_owners() == set()

@@ -1,4 +1,4 @@
-"""batchor: durable, typed runs of large LLM jobs through the OpenAI Batch API.
+"""batchor: durable, typed runs of large LLM jobs through provider batch APIs.
 
 The public names, re-exported; everything else is an implementation detail.
 """
@@ -9,30 +9,31 @@ from batchor.artifacts.local import LocalArtifactStore
 from batchor.errors import (
     ArtifactRuleError,
     BatchorError,
+    BatchRefusedError,
     ConfigurationError,
     DuplicateItemIdError,
     InputError,
     ItemBuildError,
+    ProviderAuthenticationError,
     ProviderError,
+    ProviderRejectedError,
+    QuotaExhaustedError,
+    Refusal,
+    RefusalKind,
     RunNotFinishedError,
     RunNotFoundError,
     RunStateError,
     RunTimeoutError,
     SourceMismatchError,
     SourceRowError,
+    StorageConflictError,
     StorageError,
     StructuredOutputImportError,
     StructuredOutputSchemaError,
+    TransientProviderError,
 )
-from batchor.job import (
-    LINEAGE_KEY,
-    ArtifactPolicy,
-    BatchItem,
-    BatchJob,
-    ChunkPolicy,
-    PromptParts,
-    RetryPolicy,
-)
+from batchor.job import ArtifactPolicy, BatchJob, ChunkPolicy, RetryPolicy
+from batchor.providers.base import ProviderConfig
 from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
 from batchor.results import (
     ArtifactExport,
@@ -40,6 +41,7 @@ from batchor.results import (
     ItemError,
     ItemResult,
     ItemStatus,
+    JobPlan,
     RunControlState,
     RunStatus,
     RunSummary,
@@ -47,6 +49,7 @@ from batchor.results import (
     TerminalResultsPage,
     TokenUsage,
 )
+from batchor.results_table import ResultsTableLayout
 from batchor.run import Run
 from batchor.runner import BatchRunner
 from batchor.sources import (
@@ -57,7 +60,8 @@ from batchor.sources import (
     JsonlItemSource,
     ParquetItemSource,
 )
-from batchor.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Storage
+from batchor.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Storage, open_storage
+from batchor.types import LINEAGE_KEY, BatchItem, Lineage, PromptParts, check_run_id
 from batchor.worker import WorkerReport, run_worker
 
 __all__ = [
@@ -69,6 +73,7 @@ __all__ = [
     "ArtifactStore",
     "BatchItem",
     "BatchJob",
+    "BatchRefusedError",
     "BatchRunner",
     "BatchorError",
     "CheckpointedItem",
@@ -84,7 +89,9 @@ __all__ = [
     "ItemError",
     "ItemResult",
     "ItemStatus",
+    "JobPlan",
     "JsonlItemSource",
+    "Lineage",
     "LocalArtifactStore",
     "MemoryStorage",
     "OpenAIEnqueueLimitConfig",
@@ -92,7 +99,14 @@ __all__ = [
     "ParquetItemSource",
     "PostgresStorage",
     "PromptParts",
+    "ProviderAuthenticationError",
+    "ProviderConfig",
     "ProviderError",
+    "ProviderRejectedError",
+    "QuotaExhaustedError",
+    "Refusal",
+    "RefusalKind",
+    "ResultsTableLayout",
     "RetryPolicy",
     "Run",
     "RunControlState",
@@ -106,12 +120,16 @@ __all__ = [
     "SourceMismatchError",
     "SourceRowError",
     "Storage",
+    "StorageConflictError",
     "StorageError",
     "StructuredOutputImportError",
     "StructuredOutputSchemaError",
     "TerminalResultsExport",
     "TerminalResultsPage",
     "TokenUsage",
+    "TransientProviderError",
     "WorkerReport",
+    "check_run_id",
+    "open_storage",
     "run_worker",
 ]

@@ -9,62 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from batchor.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from batchor.providers.openai import OpenAIProviderConfig
-    from batchor.sources.base import CheckpointedItemSource
-
-LINEAGE_KEY = "batchor_lineage"
-"""``metadata`` key reserved for source lineage (``source_ref``, ``source_item_index``...)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BatchItem:
-    """One logical input: a unique id, the payload ``build_prompt`` reads, metadata.
-
-    ``metadata`` travels with the item into its result; it must be JSON-serialisable.
-    """
-
-    item_id: str
-    payload: Any = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.item_id, str) or not self.item_id:
-            raise ConfigurationError(
-                f"BatchItem.item_id must be a non-empty string, got {self.item_id!r}"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class PromptParts:
-    """What ``build_prompt(item)`` returns: the user prompt and an optional system prompt."""
-
-    prompt: str
-    system_prompt: str | None = None
-
-
-class FrozenConfig(BaseModel):
-    """Base of batchor's settings objects: immutable, no unknown fields, and invalid
-    values raise :class:`ConfigurationError` naming the field."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc']) or 'value'}: "
-                + error["msg"].removeprefix("Value error, ")
-                for error in exc.errors()
-            )
-            raise ConfigurationError(f"invalid {type(self).__name__}: {problems}") from exc
+from batchor.providers.base import ProviderConfig
+from batchor.sources.base import CheckpointedItemSource
+from batchor.types import BatchItem, FrozenConfig, PromptParts
 
 
 class _Policy(FrozenConfig):
@@ -72,17 +23,27 @@ class _Policy(FrozenConfig):
 
 
 class RetryPolicy(_Policy):
-    """How failed items are retried.
+    """How failed items are retried, and how often work that never ran is resubmitted.
 
-    An item is submitted at most ``max_attempts`` times. Retryable failures (rate
-    limits, 5xx, expired or failed batches, unparseable replies) wait
-    ``backoff_initial_seconds * 2**(attempt-1)`` (capped at ``backoff_max_seconds``)
-    before they are submitted again.
+    An *attempt* is one execution by the provider. An item is executed at most
+    ``max_attempts`` times: a retryable failure (rate limit, 5xx, a reply that is
+    unparseable or does not validate) waits ``backoff_initial_seconds *
+    2**(attempt-1)`` (capped at ``backoff_max_seconds``) before it is submitted
+    again; a permanent one fails the item at once.
+
+    A request the provider never executed (left over when its batch expired or was
+    cancelled by the provider, missing from a completed batch's results, or in a
+    batch the provider failed or rejected as a whole) costs no attempt: it goes
+    back to pending at once. ``max_resubmissions`` bounds how often that may happen
+    to one item, so a provider that never finishes anything cannot loop forever;
+    past it the item fails with the reason it never ran. A batch refused for one
+    of the provider's limits is re-planned smaller, which counts as neither.
     """
 
     max_attempts: int = Field(default=3, ge=1)
     backoff_initial_seconds: float = Field(default=5.0, ge=0)
     backoff_max_seconds: float = Field(default=600.0, ge=0)
+    max_resubmissions: int = Field(default=10, ge=0)
 
     def backoff_seconds(self, attempt: int) -> float:
         """Delay before submitting again an item that failed on ``attempt`` (1-based)."""
@@ -94,13 +55,14 @@ class RetryPolicy(_Policy):
 class ChunkPolicy(_Policy):
     """Limits for packing items into provider batches and for ingestion slices.
 
-    The defaults are OpenAI's own limits (50,000 requests and 200 MB per input
-    file, with a small safety margin on bytes). ``ingest_slice_size`` items are
-    stored per transaction while a source is ingested.
+    ``max_requests_per_batch`` and ``max_bytes_per_batch`` cap batches below the
+    provider's own limits (``None``: the provider's, e.g. OpenAI's 50,000 requests
+    and 200 MB per input file). ``ingest_slice_size`` items are stored per
+    transaction while a source is ingested.
     """
 
-    max_requests_per_batch: int = Field(default=50_000, ge=1, le=50_000)
-    max_bytes_per_batch: int = Field(default=190 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)
+    max_requests_per_batch: int | None = Field(default=None, ge=1)
+    max_bytes_per_batch: int | None = Field(default=None, ge=1024)
     ingest_slice_size: int = Field(default=10_000, ge=1)
 
 
@@ -124,7 +86,7 @@ class BatchJob:
 
     items: Iterable[BatchItem] | CheckpointedItemSource
     build_prompt: Callable[[BatchItem], PromptParts]
-    provider_config: OpenAIProviderConfig
+    provider_config: ProviderConfig
     structured_output: type[BaseModel] | None = None
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     chunk_policy: ChunkPolicy = field(default_factory=ChunkPolicy)
@@ -132,14 +94,12 @@ class BatchJob:
     batch_metadata: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from batchor.providers.openai import OpenAIProviderConfig
-
         if not callable(self.build_prompt):
             raise ConfigurationError("BatchJob.build_prompt must be callable: item -> PromptParts")
-        if not isinstance(self.provider_config, OpenAIProviderConfig):
+        if not isinstance(self.provider_config, ProviderConfig):
             raise ConfigurationError(
-                "BatchJob.provider_config must be an OpenAIProviderConfig, "
-                f"got {type(self.provider_config).__name__}"
+                "BatchJob.provider_config must be a provider's settings such as "
+                f"OpenAIProviderConfig(...), got {type(self.provider_config).__name__}"
             )
         if self.structured_output is not None and not (
             isinstance(self.structured_output, type)

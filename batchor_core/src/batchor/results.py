@@ -54,10 +54,17 @@ class ItemError:
 
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
-    """Tokens the provider reported for an item."""
+    """Tokens the provider reported for an item, summed over its attempts.
+
+    ``cached_input_tokens`` are the part of ``input_tokens`` read from the
+    provider's prompt cache; ``reasoning_tokens`` the part of ``output_tokens``
+    spent on reasoning.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +73,10 @@ class ItemResult:
 
     ``output`` is the parsed structured-output model (or the embedding vector,
     or ``None`` for plain text); ``output_text`` is the raw text it was parsed
-    from. ``sequence`` numbers terminal results 1, 2, 3... in the order they
-    became terminal, without gaps.
+    from. ``attempts`` counts executions by the provider; ``resubmissions`` the
+    times the item was sent again because the provider never ran it (an expired
+    batch, a missing line). ``sequence`` numbers terminal results 1, 2, 3... in
+    the order they became terminal, without gaps.
     """
 
     item_id: str
@@ -79,6 +88,7 @@ class ItemResult:
     usage: TokenUsage
     metadata: Mapping[str, Any]
     sequence: int
+    resubmissions: int = 0
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-ready dict (``output`` as plain data)."""
@@ -90,6 +100,7 @@ class ItemResult:
             "sequence": self.sequence,
             "status": self.status.value,
             "attempts": self.attempts,
+            "resubmissions": self.resubmissions,
             "output": output,
             "output_text": self.output_text,
             "error": None
@@ -102,6 +113,8 @@ class ItemResult:
             "usage": {
                 "input_tokens": self.usage.input_tokens,
                 "output_tokens": self.usage.output_tokens,
+                "cached_input_tokens": self.usage.cached_input_tokens,
+                "reasoning_tokens": self.usage.reasoning_tokens,
             },
             "metadata": dict(self.metadata),
         }
@@ -132,10 +145,28 @@ class RunSummary:
     last_error: str | None = None
     created_at: float = 0.0
     finished_at: float | None = None
+    provider: str = "openai"
+    """Which provider the run uses (``openai``, ``anthropic``, ``gemini``...)."""
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def terminal_items(self) -> int:
         return self.completed_items + self.failed_items
+
+    def progress_key(self) -> tuple[object, ...]:
+        """What changes when the run makes progress (not the clock): a watcher that
+        sees the same key again knows nothing happened."""
+        return (
+            self.status,
+            self.control_state,
+            self.pending_items,
+            self.submitted_items,
+            self.completed_items,
+            self.failed_items,
+            self.batches_in_flight,
+            self.batches_total,
+        )
 
     @property
     def counts(self) -> dict[ItemStatus, int]:
@@ -146,6 +177,32 @@ class RunSummary:
             ItemStatus.COMPLETED: self.completed_items,
             ItemStatus.FAILED: self.failed_items,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlan:
+    """What :meth:`BatchRunner.plan` found a job would submit, without submitting it.
+
+    ``estimated_output_tokens`` assumes ``max_output_tokens`` per request when the
+    provider settings set it, else half the input (an assumption, said so by
+    ``output_tokens_assumed``). ``estimated_cost_usd`` is at the provider's batch
+    prices (None for a model without a known price). ``fingerprint`` changes
+    when any request line, item id, metadata or the job's settings change: equal
+    fingerprints mean the same requests. ``oversized_items`` can never be
+    submitted (larger than any batch may be).
+    """
+
+    provider: str
+    model: str
+    item_count: int
+    batch_count: int
+    estimated_input_tokens: int
+    estimated_output_tokens: int
+    output_tokens_assumed: bool
+    estimated_cost_usd: float | None
+    first_request_line: str | None
+    fingerprint: str
+    oversized_items: int = 0
 
 
 @dataclass(frozen=True, slots=True)

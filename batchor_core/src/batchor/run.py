@@ -13,15 +13,13 @@ import shutil
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from batchor.artifacts.base import ArtifactStore, run_prefix
-from batchor.engine.config import Clock, RunConfig
-from batchor.engine.driver import RunDriver, parse_output
+from batchor.engine.config import RunConfig
+from batchor.engine.driver import RunDriver
 from batchor.engine.planning import estimate_cost_usd, poll_delay
 from batchor.errors import (
     ArtifactRuleError,
@@ -31,6 +29,7 @@ from batchor.errors import (
     RunStateError,
     RunTimeoutError,
 )
+from batchor.providers.base import OutputKind
 from batchor.results import (
     ArtifactExport,
     ArtifactPrune,
@@ -43,24 +42,10 @@ from batchor.results import (
     TerminalResultsPage,
     TokenUsage,
 )
-from batchor.storage.base import RunRecord, Storage, StoredItem
-
-RESULTS_PARQUET_SCHEMA = pa.schema(
-    [
-        ("item_id", pa.string()),
-        ("sequence", pa.int64()),
-        ("status", pa.string()),
-        ("attempts", pa.int64()),
-        ("output_text", pa.string()),
-        ("output_json", pa.string()),
-        ("error_code", pa.string()),
-        ("error_message", pa.string()),
-        ("error_retryable", pa.bool_()),
-        ("input_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("metadata_json", pa.string()),
-    ]
-)
+from batchor.results_table import ResultsTableLayout
+from batchor.storage.base import Storage
+from batchor.storage.records import RunRecord, StoredItem
+from batchor.types import Clock
 
 
 class Run:
@@ -105,7 +90,7 @@ class Run:
     # -- progress -----------------------------------------------------------------------
 
     def _fresh_record(self) -> RunRecord:
-        record = self._storage.get_run(self.run_id)
+        record = self._storage.runs.get(self.run_id)
         if record is None:
             raise RunNotFoundError(f"run {self.run_id!r} no longer exists in {self._storage!r}")
         self._record = record
@@ -114,7 +99,7 @@ class Run:
     def summary(self) -> RunSummary:
         """Counts by item status, batches, tokens and cost, read from storage."""
         record = self._fresh_record()
-        counts = self._storage.run_counts(record.run_pk)
+        counts = self._storage.results.counts(record.run_pk)
         self._summary = RunSummary(
             run_id=record.run_id,
             status=record.status,
@@ -138,6 +123,9 @@ class Run:
             last_error=record.last_error,
             created_at=record.created_at,
             finished_at=record.finished_at,
+            provider=record.provider or self.config.provider.kind,
+            cached_input_tokens=counts.cached_input_tokens,
+            reasoning_tokens=counts.reasoning_tokens,
         )
         return self._summary
 
@@ -147,13 +135,22 @@ class Run:
         self._driver.step()
         return self.summary()
 
-    def wait(
+    def watch(
         self, timeout: float | None = None, *, poll_interval: float | None = None
-    ) -> RunSummary:
-        """Refresh until the run is terminal; raises :class:`RunTimeoutError` after
-        ``timeout`` seconds. ``poll_interval`` overrides the adaptive polling."""
+    ) -> Iterator[RunSummary]:
+        """Step the run until it is terminal, yielding its summary after every step
+        (the last one yielded is terminal).
+
+        Between steps it sleeps :func:`~batchor.engine.planning.poll_delay`: short
+        while things change, backing off to a minute while nothing does, unless
+        ``poll_interval`` (or the provider config's) fixes it. After ``timeout``
+        seconds it raises :class:`RunTimeoutError`, saying what the run is waiting
+        for (a pause included). A run whose ingestion never finished cannot be
+        driven: :class:`RunStateError`.
+        """
         started = last_change = self._clock.now()
         fixed = poll_interval if poll_interval is not None else self.config.provider.poll_interval
+        previous: RunSummary | None = None
         while True:
             record = self._fresh_record()
             if (
@@ -162,26 +159,38 @@ class Run:
                 and record.control_state is not RunControlState.CANCEL_REQUESTED
             ):
                 raise RunStateError(
-                    f"run {self.run_id!r} has not finished ingesting its input; call "
-                    f"runner.start(job, run_id={self.run_id!r}) again to resume ingestion"
+                    f"run {self.run_id!r} has not finished ingesting its input; start it "
+                    f"again with the same run id (runner.start(job, run_id={self.run_id!r}), "
+                    f"or batchor start ... --run-id {self.run_id}) to resume ingestion"
                 )
-            if self._driver.step():
-                last_change = self._clock.now()
+            changed = self._driver.step()
             summary = self.summary()
+            yield summary
             if summary.status.is_terminal:
-                return summary
+                return
             now = self._clock.now()
+            if changed or previous is None or summary.progress_key() != previous.progress_key():
+                last_change = now
+            previous = summary
             delay = poll_delay(now - last_change, fixed)
             if timeout is not None:
                 remaining = started + timeout - now
                 if remaining <= 0:
-                    raise RunTimeoutError(
-                        f"run {self.run_id!r} is still {summary.status.value} after {timeout} s "
-                        f"({summary.terminal_items}/{summary.total_items} items terminal); "
-                        "call wait() again to keep waiting"
-                    )
+                    raise RunTimeoutError(_timeout_message(summary, timeout))
                 delay = min(delay, remaining)
             self._clock.sleep(delay)
+
+    def wait(
+        self, timeout: float | None = None, *, poll_interval: float | None = None
+    ) -> RunSummary:
+        """Refresh until the run is terminal and return its final summary; raises
+        :class:`RunTimeoutError` after ``timeout`` seconds (see :meth:`watch`).
+        ``poll_interval`` overrides the adaptive polling."""
+        final: RunSummary | None = None
+        for final in self.watch(timeout, poll_interval=poll_interval):  # noqa: B007
+            pass
+        assert final is not None
+        return final
 
     # -- control ------------------------------------------------------------------------
 
@@ -191,7 +200,7 @@ class Run:
         self._require_controllable(record, "pause")
         if record.control_state is RunControlState.CANCEL_REQUESTED:
             raise RunStateError(f"run {self.run_id!r} is being cancelled; it cannot be paused")
-        self._storage.set_control_state(
+        self._storage.runs.set_control_state(
             record.run_pk, RunControlState.PAUSED, "paused by request", now=self._clock.now()
         )
 
@@ -201,10 +210,7 @@ class Run:
         self._require_controllable(record, "resume")
         if record.control_state is RunControlState.CANCEL_REQUESTED:
             raise RunStateError(f"run {self.run_id!r} is being cancelled; it cannot be resumed")
-        self._storage.set_control_state(
-            record.run_pk, RunControlState.RUNNING, None, now=self._clock.now()
-        )
-        self._storage.update_run(record.run_pk, now=self._clock.now(), next_submit_at=None)
+        self._storage.runs.resume(record.run_pk, now=self._clock.now())
 
     def cancel(self, *, remote: bool = False) -> None:
         """Drain-style cancel: submit nothing new, keep collecting in-flight batches,
@@ -213,7 +219,7 @@ class Run:
         are still recorded)."""
         record = self._fresh_record()
         self._require_controllable(record, "cancel")
-        self._storage.set_control_state(
+        self._storage.runs.set_control_state(
             record.run_pk,
             RunControlState.CANCEL_REQUESTED,
             "cancelled by request",
@@ -247,10 +253,11 @@ class Run:
                 stored.error_code, stored.error_message or "", bool(stored.error_retryable)
             )
         output = None
-        if error is None:
-            output = parse_output(
-                stored.output_text, self._output_model, self.config.provider.endpoint
-            )
+        if error is None and stored.output_text is not None:
+            if self._output_model is not None:
+                output = self._output_model.model_validate_json(stored.output_text)
+            elif self.config.provider.output_kind is not OutputKind.TEXT:
+                output = json.loads(stored.output_text)
         return ItemResult(
             item_id=stored.item_id,
             status=stored.status,
@@ -258,20 +265,30 @@ class Run:
             output_text=stored.output_text,
             error=error,
             attempts=stored.attempts,
-            usage=TokenUsage(stored.input_tokens or 0, stored.output_tokens or 0),
+            usage=TokenUsage(
+                stored.input_tokens or 0,
+                stored.output_tokens or 0,
+                stored.cached_input_tokens or 0,
+                stored.reasoning_tokens or 0,
+            ),
             metadata=json.loads(stored.metadata_json) if stored.metadata_json else {},
             sequence=stored.sequence or 0,
+            resubmissions=stored.resubmissions,
         )
 
     def results(self) -> list[ItemResult]:
         """Every item's result, in terminal sequence order (terminal runs only)."""
         record = self._require_terminal("results()")
-        return [self._to_result(item) for item in self._storage.iter_terminal_items(record.run_pk)]
+        return [
+            self._to_result(item) for item in self._storage.results.iter_terminal(record.run_pk)
+        ]
 
     def iter_results(self, after_sequence: int = 0) -> Iterator[ItemResult]:
         """Terminal results streamed in sequence order, whatever the run's state."""
         record = self._fresh_record()
-        for item in self._storage.iter_terminal_items(record.run_pk, after_sequence=after_sequence):
+        for item in self._storage.results.iter_terminal(
+            record.run_pk, after_sequence=after_sequence
+        ):
             yield self._to_result(item)
 
     def read_terminal_results(
@@ -281,7 +298,7 @@ class Run:
         if limit < 1:
             raise ConfigurationError(f"limit must be at least 1, got {limit}")
         record = self._fresh_record()
-        stored = self._storage.read_terminal_items(
+        stored = self._storage.results.read_terminal(
             record.run_pk, after_sequence=after_sequence, limit=limit
         )
         results = [self._to_result(item) for item in stored]
@@ -289,6 +306,10 @@ class Run:
             items=results,
             next_after_sequence=results[-1].sequence if results else after_sequence,
         )
+
+    def results_layout(self) -> ResultsTableLayout:
+        """The Arrow layout of this run's results table (see :mod:`batchor.results_table`)."""
+        return ResultsTableLayout(self._output_model, self.config.provider.output_kind)
 
     def export_terminal_results(
         self,
@@ -307,7 +328,7 @@ class Run:
         if target.suffix == ".parquet":
             if append:
                 raise ConfigurationError("append=True is only supported for JSONL exports")
-            count, last = _write_results_parquet(target, results)
+            count, last = _write_results_parquet(target, results, self.results_layout())
         else:
             count, last = 0, after_sequence
             with target.open("a" if append else "w", encoding="utf-8") as handle:
@@ -356,9 +377,7 @@ class Run:
         }
         manifest_path = destination / "manifest.json"
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        self._storage.update_run(
-            record.run_pk, now=self._clock.now(), raw_outputs_exported_at=self._clock.now()
-        )
+        self._storage.runs.mark_raw_outputs_exported(record.run_pk, now=self._clock.now())
         return ArtifactExport(
             directory=destination,
             manifest_path=manifest_path,
@@ -402,39 +421,39 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def results_record_batch(results: list[ItemResult]) -> pa.RecordBatch:
-    """Results as an Arrow record batch with :data:`RESULTS_PARQUET_SCHEMA`."""
-    rows: dict[str, list[Any]] = {name: [] for name in RESULTS_PARQUET_SCHEMA.names}
-    for result in results:
-        record = result.to_record()
-        error = record["error"] or {}
-        rows["item_id"].append(result.item_id)
-        rows["sequence"].append(result.sequence)
-        rows["status"].append(result.status.value)
-        rows["attempts"].append(result.attempts)
-        rows["output_text"].append(result.output_text)
-        rows["output_json"].append(
-            None if record["output"] is None else json.dumps(record["output"])
+def _timeout_message(summary: RunSummary, timeout: float) -> str:
+    waiting = ""
+    if summary.control_state is RunControlState.PAUSED:
+        reason = f" ({summary.control_reason})" if summary.control_reason else ""
+        in_flight = summary.batches_in_flight
+        waiting = (
+            f"; it is paused{reason}"
+            + (
+                " with nothing in flight, so it will not move until resumed"
+                if in_flight == 0
+                else f", {in_flight} batch(es) still in flight"
+            )
+            + " (resume() it, or batchor resume)"
         )
-        rows["error_code"].append(error.get("code"))
-        rows["error_message"].append(error.get("message"))
-        rows["error_retryable"].append(error.get("retryable"))
-        rows["input_tokens"].append(result.usage.input_tokens)
-        rows["output_tokens"].append(result.usage.output_tokens)
-        rows["metadata_json"].append(json.dumps(record["metadata"]) if record["metadata"] else None)
-    return pa.RecordBatch.from_pydict(rows, schema=RESULTS_PARQUET_SCHEMA)
+    return (
+        f"run {summary.run_id!r} is still {summary.status.value} after {timeout:g} s "
+        f"({summary.terminal_items:,}/{summary.total_items:,} items terminal){waiting}; "
+        f"it goes on: wait again (batchor wait {summary.run_id}) to keep waiting"
+    )
 
 
-def _write_results_parquet(path: Path, results: Iterator[ItemResult]) -> tuple[int, int]:
+def _write_results_parquet(
+    path: Path, results: Iterator[ItemResult], layout: ResultsTableLayout
+) -> tuple[int, int]:
     count = last = 0
-    with pq.ParquetWriter(path, RESULTS_PARQUET_SCHEMA) as writer:
+    with pq.ParquetWriter(path, layout.schema) as writer:
         page: list[ItemResult] = []
         for result in results:
             page.append(result)
             if len(page) >= 10_000:
-                writer.write_batch(results_record_batch(page))
+                writer.write_batch(layout.record_batch(page))
                 count, last, page = count + len(page), page[-1].sequence, []
         if page:
-            writer.write_batch(results_record_batch(page))
+            writer.write_batch(layout.record_batch(page))
             count, last = count + len(page), page[-1].sequence
     return count, last

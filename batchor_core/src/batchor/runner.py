@@ -13,18 +13,22 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from batchor.artifacts.base import ArtifactStore, check_run_id
+from batchor.artifacts.base import ArtifactStore
 from batchor.artifacts.local import LocalArtifactStore
-from batchor.engine.config import Clock, RunConfig, SystemClock, describe_differences
+from batchor.engine.config import RunConfig, describe_differences
 from batchor.engine.driver import LEASE_TTL_SECONDS, RunDriver, new_lease_owner
-from batchor.engine.ingest import ProgressCallback, ingest
+from batchor.engine.ingest import ProgressCallback, collector_skipping_older_objects, ingest
+from batchor.engine.plan import plan_job
 from batchor.errors import ConfigurationError, RunNotFoundError, SourceMismatchError
-from batchor.job import BatchItem, BatchJob
-from batchor.providers.openai import OpenAIBatchProvider
+from batchor.job import BatchJob
+from batchor.providers.base import BatchProvider
+from batchor.results import JobPlan
 from batchor.run import Run
 from batchor.sources.base import CheckpointedItemSource, resume_conflict
-from batchor.storage.base import RunRecord, Storage, dumps_json
+from batchor.storage.base import Storage
+from batchor.storage.records import NewRun, RunRecord
 from batchor.storage.sqlite import MemoryStorage, SQLiteStorage
+from batchor.types import BatchItem, Clock, SystemClock, canonical_json, check_run_id
 
 
 def new_run_id(clock: Clock) -> str:
@@ -109,20 +113,22 @@ class BatchRunner:
         """
         config = RunConfig.from_job(job)
         identity = (
-            dumps_json(job.items.source_identity())
+            canonical_json(job.items.source_identity())
             if isinstance(job.items, CheckpointedItemSource)
             else None
         )
         run_id = check_run_id(run_id) if run_id is not None else new_run_id(self.clock)
-        record = self.storage.get_run(run_id)
+        record = self.storage.runs.get(run_id)
         if record is None:
-            record = self.storage.create_run(
-                run_id=run_id,
-                model=config.provider.model,
-                config=config.to_json(),
-                config_fingerprint=config.fingerprint(),
-                source_identity=identity,
-                source_checkpoint=None,
+            record = self.storage.runs.create(
+                NewRun(
+                    run_id=run_id,
+                    provider=config.provider.kind,
+                    model=config.provider.model,
+                    config=config.to_json(),
+                    config_fingerprint=config.fingerprint(),
+                    source_identity=identity,
+                ),
                 now=self.clock.now(),
             )
         else:
@@ -146,6 +152,21 @@ class BatchRunner:
         run.summary()
         return run
 
+    def plan(self, job: BatchJob) -> JobPlan:
+        """What ``start(job)`` would submit, without storing or submitting anything:
+        items, batches, estimated tokens and cost, the first request line, and a
+        fingerprint of every request (see :class:`~batchor.JobPlan`).
+
+        The input is read and every prompt built, with every check ``start`` makes,
+        so a plan that succeeds is a job that ingests. Limits learned from earlier
+        refusals in this storage apply.
+        """
+        config = RunConfig.from_job(job)
+        provider = config.create_provider(job.provider_config.api_key or self._api_key)
+        learned = self.storage.limits.get(config.provider.budget_scope)
+        with collector_skipping_older_objects():
+            return plan_job(job, config, provider, learned)
+
     def run_and_wait(
         self, job: BatchJob, run_id: str | None = None, timeout: float | None = None
     ) -> Run:
@@ -156,7 +177,7 @@ class BatchRunner:
 
     def get_run(self, run_id: str) -> Run:
         """The run with this id, rehydrated from storage (any process)."""
-        record = self.storage.get_run(run_id)
+        record = self.storage.runs.get(run_id)
         if record is None:
             raise RunNotFoundError(
                 f"no run {run_id!r} in {self.storage!r}; list_runs() shows the runs it has"
@@ -169,7 +190,7 @@ class BatchRunner:
         """Every run in the storage, newest first (``active_only``: still running)."""
         return [
             self._run(record, self._stored_config(record), job_api_key=None)
-            for record in self.storage.list_runs(active_only=active_only)
+            for record in self.storage.runs.list_runs(active_only=active_only)
         ]
 
     def _stored_config(self, record: RunRecord) -> RunConfig:
@@ -192,13 +213,8 @@ class BatchRunner:
         run was just started here; rehydrated runs import it from its reference."""
         api_key = job_api_key or self._api_key
 
-        def make_provider() -> OpenAIBatchProvider:
-            return OpenAIBatchProvider(
-                config.provider,
-                api_key=api_key,
-                response_schema=config.response_schema,
-                schema_name=config.schema_name,
-            )
+        def make_provider() -> BatchProvider:
+            return config.create_provider(api_key)
 
         driver = RunDriver(
             storage=self.storage,
@@ -233,8 +249,9 @@ def _check_same_job(
     :func:`~batchor.sources.base.resume_conflict`).
     """
     problems: list[str] = []
-    if record.config_fingerprint != config.fingerprint():
-        stored = RunConfig.from_json(record.config).identity()
+    stored_config = RunConfig.from_json(record.config)
+    if stored_config.fingerprint() != config.fingerprint():
+        stored = stored_config.identity()
         problems += [
             f"job config {line}" for line in describe_differences(stored, config.identity())
         ]

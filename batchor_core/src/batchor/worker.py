@@ -38,7 +38,8 @@ from batchor.errors import ConfigurationError
 from batchor.results import RunSummary
 from batchor.run import Run
 from batchor.runner import BatchRunner
-from batchor.storage.base import RunRecord, Storage
+from batchor.storage.base import Storage
+from batchor.storage.records import RunRecord
 
 logger = logging.getLogger("batchor.worker")
 
@@ -111,7 +112,7 @@ def run_worker(
                 last_change = runner.clock.now()
             if stop.is_set():
                 break
-            if until_idle and storage.count_runs_to_drive() == 0:
+            if until_idle and storage.claims.count_to_drive() == 0:
                 return worker.report("idle")
             stop.wait(poll_delay(runner.clock.now() - last_change, poll_interval))
     return worker.report("signal" if signals else "stop_event")
@@ -144,10 +145,12 @@ class _Worker:
         """Claim and step every run that needs driving and no one else holds, a few at
         a time in ``run_pk`` order. Returns whether any run changed."""
         owner = self.runner.lease_owner
-        dead = {holder for holder in self.storage.run_lease_owners() if is_dead_local_owner(holder)}
+        dead = {
+            holder for holder in self.storage.claims.lease_owners() if is_dead_local_owner(holder)
+        }
         cursor, changed, stepped = 0, False, set()
         while not stop.is_set():
-            claimed = self.storage.claim_runs(
+            claimed = self.storage.claims.claim(
                 owner,
                 now=self.runner.clock.now(),
                 ttl=self.runner.lease_ttl,
@@ -160,7 +163,7 @@ class _Worker:
             for position, record in enumerate(claimed):
                 if stop.is_set():
                     for unstepped in claimed[position:]:
-                        self.storage.release_lease(unstepped.run_pk, owner)
+                        self.storage.runs.release_lease(unstepped.run_pk, owner)
                     break
                 changed |= self.step(record)
                 stepped.add(record.run_id)
@@ -182,7 +185,7 @@ class _Worker:
         except Exception:
             self.errors += 1
             self.handles.pop(record.run_id, None)
-            self.storage.release_lease(record.run_pk, self.runner.lease_owner)
+            self.storage.runs.release_lease(record.run_pk, self.runner.lease_owner)
             logger.exception("worker: stepping run %s failed; will retry", record.run_id)
             return False
         if after.status.is_terminal:

@@ -18,11 +18,13 @@ With a ``partitions_def`` (inherited from a partitioned upstream by default)
 each partition is its own run.
 """
 
+import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from dagster import (
     AssetCheckKey,
     AssetCheckResult,
@@ -58,21 +60,16 @@ from batchor import (
     ConfigurationError,
     OpenAIProviderConfig,
     PromptParts,
+    ResultsTableLayout,
     RetryPolicy,
     Run,
     RunNotFoundError,
     RunSummary,
     RunTimeoutError,
 )
-from batchor_dagster.inputs import (
-    deterministic_run_id,
-    job_identity,
-    read_upstream,
-    survey_items,
-)
+from batchor_dagster.inputs import deterministic_run_id, read_upstream
 from batchor_dagster.materializations import RUN_ID_METADATA_KEY, latest_run_id
 from batchor_dagster.resource import BatchorResource
-from batchor_dagster.results_table import ResultsTableLayout, preview_markdown
 from batchor_dagster.sensor import build_batchor_sensor
 from batchor_dagster.translator import AssetRole, BatchorAssetProps, BatchorTranslator
 
@@ -152,18 +149,6 @@ class _JobSettings:
             chunk_policy=self.chunk_policy,
             artifact_policy=self.artifact_policy,
             batch_metadata={"dagster_job": self.name[:512]},
-        )
-
-    def identity(self, provider_config: OpenAIProviderConfig) -> dict[str, Any]:
-        return job_identity(
-            provider_config,
-            self.structured_output,
-            {
-                "retry": self.retry_policy,
-                "chunk": self.chunk_policy,
-                "artifact": self.artifact_policy,
-            },
-            self.code_version,
         )
 
 
@@ -310,7 +295,7 @@ def batchor_assets(
         output_name=results_spec.key.to_python_identifier(),
         check_key=failure_rate_check.key,
         sensor_name=sensor_name,
-        layout=ResultsTableLayout(structured_output, provider_config.endpoint),
+        layout=ResultsTableLayout(structured_output, provider_config.output_kind),
         wait_seconds=results_wait_seconds,
         max_failure_rate=max_failure_rate,
     )
@@ -361,34 +346,31 @@ def _submit(
         source_ref=settings.upstream_key.to_user_string(),
         partition_key=partition,
     )
-    survey = survey_items(
-        upstream, settings.build_prompt, structured_output=settings.structured_output
-    )
     provider_config = resource.provider_config(settings.provider_config)
+    job = settings.job(upstream.items, provider_config)
+    runner = resource.get_runner()
+    plan = runner.plan(job)  # builds every request as start() will: the run id follows them
     run_id = deterministic_run_id(
         name=settings.name,
         partition_key=partition,
-        job=settings.identity(provider_config),
+        job={"code_version": settings.code_version},
         source_identity=upstream.identity,
-        items_digest=survey.digest,
+        items_digest=plan.fingerprint,
     )
-    runner = resource.get_runner()
     try:
         runner.get_run(run_id)
         resumed = True
     except RunNotFoundError:
         resumed = False
     context.log.info(
-        f"{'resuming' if resumed else 'starting'} batchor run {run_id}: {survey.item_count} "
+        f"{'resuming' if resumed else 'starting'} batchor run {run_id}: {plan.item_count} "
         f"items from {upstream.kind} upstream {settings.upstream_key.to_user_string()}"
     )
 
     def report(stored: int) -> None:
-        context.log.info(f"batchor run {run_id}: {stored}/{survey.item_count} items stored")
+        context.log.info(f"batchor run {run_id}: {stored}/{plan.item_count} items stored")
 
-    run = runner.start(
-        settings.job(upstream.items, provider_config), run_id=run_id, progress=report
-    )
+    run = runner.start(job, run_id=run_id, progress=report)
     summary = run.summary()
     if not summary.status.is_terminal:
         summary = run.refresh()
@@ -396,15 +378,14 @@ def _submit(
         RUN_ID_METADATA_KEY: run_id,
         "resumed": resumed,
         "status": summary.status.value,
-        "items": survey.item_count,
-        "estimated_input_tokens": survey.estimated_input_tokens,
+        "items": plan.item_count,
+        "estimated_input_tokens": plan.estimated_input_tokens,
         "model": provider_config.model,
         "upstream_kind": upstream.kind,
         "batches_submitted": summary.batches_total,
     }
-    cost = survey.estimated_cost_usd(provider_config.model)
-    if cost is not None:
-        metadata["estimated_input_cost_usd"] = cost
+    if plan.estimated_cost_usd is not None:
+        metadata["estimated_cost_usd"] = plan.estimated_cost_usd
     return MaterializeResult(metadata=metadata, data_version=DataVersion(run_id))
 
 
@@ -498,3 +479,26 @@ def _results_metadata(
     if cost is not None and math.isfinite(cost):
         metadata["estimated_cost_usd"] = cost
     return metadata
+
+
+def preview_markdown(table: pa.Table, *, rows: int = 10, width: int = 60) -> str:
+    """The first ``rows`` rows as a Markdown table (long cells shortened to ``width``)."""
+    shown = [name for name in table.column_names if name not in ("lineage", "metadata")]
+    head = table.select(shown).slice(0, rows).to_pylist()
+    lines = [
+        "| " + " | ".join(shown) + " |",
+        "| " + " | ".join("---" for _ in shown) + " |",
+    ]
+    for row in head:
+        lines.append("| " + " | ".join(_cell(row[name], width) for name in shown) + " |")
+    if table.num_rows > rows:
+        lines.append(f"\n_{rows} of {table.num_rows} rows_")
+    return "\n".join(lines)
+
+
+def _cell(value: Any, width: int) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = text.replace("\n", " ").replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -29,26 +29,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel
 
 from batchor import (
+    LINEAGE_KEY,
     BatchItem,
     CheckpointedItemSource,
     ConfigurationError,
     CsvItemSource,
     InputError,
-    ItemBuildError,
     JsonlItemSource,
-    OpenAIProviderConfig,
     ParquetItemSource,
-    PromptParts,
     SourceRowError,
+    check_run_id,
 )
-from batchor.engine.planning import estimate_cost_usd
-from batchor.engine.tokens import estimate_prompt_tokens
-from batchor.job import LINEAGE_KEY
 
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _ROWS_PER_BATCH = 4096
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -69,28 +63,6 @@ class UpstreamInput:
     items: Iterable[BatchItem] | CheckpointedItemSource
     kind: str
     identity: str | None = None
-
-    def iter_items(self) -> Iterator[BatchItem]:
-        """Every item from the first, in order (a fresh pass each call)."""
-        if isinstance(self.items, CheckpointedItemSource):
-            for checkpointed in self.items.iter_from(self.items.initial_checkpoint()):
-                yield checkpointed.item
-        else:
-            yield from self.items
-
-
-@dataclass(frozen=True)
-class ItemSurvey:
-    """What one pass over the items found: how many, their digest, their token estimate."""
-
-    item_count: int
-    digest: str
-    estimated_input_tokens: int
-
-    def estimated_cost_usd(self, model: str) -> float | None:
-        """Batch-price cost of the estimated input tokens (output tokens not included),
-        or ``None`` for a model without a known price."""
-        return estimate_cost_usd(model, self.estimated_input_tokens, 0)
 
 
 def read_upstream(
@@ -134,59 +106,6 @@ def read_upstream(
     )
 
 
-def survey_items(
-    upstream: UpstreamInput,
-    build_prompt: Callable[[BatchItem], PromptParts],
-    *,
-    structured_output: type[BaseModel] | None,
-) -> ItemSurvey:
-    """Build every prompt once: count the items, digest them (ids, payloads, metadata,
-    prompts) and estimate their input tokens the way batchor's planner does."""
-    schema_text = json.dumps(structured_output.model_json_schema()) if structured_output else ""
-    digest = hashlib.sha256()
-    count = tokens = 0
-    for item in upstream.iter_items():
-        try:
-            prompt = build_prompt(item)
-        except Exception as exc:
-            raise ItemBuildError(
-                f"build_prompt raised for item {item.item_id!r}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if not isinstance(prompt, PromptParts):
-            raise ItemBuildError(
-                f"build_prompt must return PromptParts, got {type(prompt).__name__} for item "
-                f"{item.item_id!r}"
-            )
-        record = [item.item_id, item.payload, dict(item.metadata), prompt.prompt]
-        record.append(prompt.system_prompt)
-        digest.update(_canonical_json(record))
-        digest.update(b"\n")
-        tokens += estimate_prompt_tokens(prompt.prompt, prompt.system_prompt, schema_text)
-        count += 1
-    return ItemSurvey(item_count=count, digest=digest.hexdigest(), estimated_input_tokens=tokens)
-
-
-def job_identity(
-    provider_config: OpenAIProviderConfig,
-    structured_output: type[BaseModel] | None,
-    policies: Mapping[str, BaseModel],
-    code_version: str | None,
-) -> dict[str, Any]:
-    """What a run stores about its job, as JSON: when it changes, so does the run id
-    (the API key is excluded by ``OpenAIProviderConfig`` itself)."""
-    return {
-        "provider": provider_config.model_dump(mode="json"),
-        "structured_output": None
-        if structured_output is None
-        else {
-            "class": f"{structured_output.__module__}:{structured_output.__qualname__}",
-            "schema": structured_output.model_json_schema(),
-        },
-        "policies": {name: policy.model_dump(mode="json") for name, policy in policies.items()},
-        "code_version": code_version,
-    }
-
-
 def deterministic_run_id(
     *,
     name: str,
@@ -207,9 +126,7 @@ def deterministic_run_id(
     if partition_key is not None:
         parts.append(_slug(partition_key, 40) or "partition")
     parts.append(digest)
-    run_id = ".".join(parts)
-    assert RUN_ID_PATTERN.match(run_id), run_id
-    return run_id
+    return check_run_id(".".join(parts))
 
 
 def json_safe(value: Any) -> Any:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from batchor import LINEAGE_KEY, BatchItem
 from batchor.errors import ConfigurationError, SourceRowError
-from batchor.job import LINEAGE_KEY, BatchItem
 from batchor.sources import (
     CheckpointedItem,
     CheckpointedItemSource,

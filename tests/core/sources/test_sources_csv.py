@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from batchor import LINEAGE_KEY
 from batchor.errors import ConfigurationError, SourceRowError
-from batchor.job import LINEAGE_KEY
 from batchor.sources import CheckpointedItem, CheckpointedItemSource, CsvItemSource
 
 

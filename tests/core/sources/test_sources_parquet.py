@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchor import LINEAGE_KEY
 from batchor.errors import ConfigurationError, SourceRowError
-from batchor.job import LINEAGE_KEY
 from batchor.sources import CheckpointedItem, CheckpointedItemSource, ParquetItemSource
 
 

@@ -20,13 +20,13 @@ from source_runs_kit import (
 )
 
 from batchor import (
+    LINEAGE_KEY,
     BatchRunner,
     JsonlItemSource,
     OpenAIProviderConfig,
     RunStatus,
     SourceRowError,
 )
-from batchor.job import LINEAGE_KEY
 
 ROWS = rows(30)
 

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from source_runs_kit import rows, write_file
 
-from batchor import BatchRunner, RunStatus, SourceRowError
-from batchor.job import LINEAGE_KEY
+from batchor import LINEAGE_KEY, BatchRunner, RunStatus, SourceRowError
 from batchor.testing import LocalBatchServer
 
 JSONL_SOURCE = """

@@ -8,14 +8,11 @@ POSIX paths built only from run ids and counters, never from user data.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
 
-from batchor.errors import ConfigurationError
-
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+from batchor.types import check_run_id
 
 
 class ArtifactStore(Protocol):
@@ -37,16 +34,6 @@ class ArtifactStore(Protocol):
     def delete(self, key: str) -> None: ...
 
     def list_keys(self, prefix: str) -> Iterator[str]: ...
-
-
-def check_run_id(run_id: str) -> str:
-    """``run_id`` if it is safe in file names and URLs, else a ConfigurationError."""
-    if not RUN_ID_PATTERN.match(run_id):
-        raise ConfigurationError(
-            f"run_id {run_id!r} must be 1-128 characters of letters, digits, '_', '.', '-' "
-            "starting with a letter or digit"
-        )
-    return run_id
 
 
 def run_prefix(run_id: str) -> str:

@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -17,10 +16,8 @@ from types import FrameType
 from typing import Annotated
 
 import typer
-from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import SQLAlchemyError
+from pydantic import BaseModel
 
-from batchor.artifacts.base import check_run_id
 from batchor.cli.display import (
     IngestProgress,
     WaitProgress,
@@ -28,7 +25,6 @@ from batchor.cli.display import (
     format_runs_table,
     format_summary,
     note,
-    progress_key,
     summary_record,
 )
 from batchor.cli.inputs import PromptBuilder, open_source, prompt_fingerprint
@@ -41,12 +37,10 @@ from batchor.cli.settings import (
     open_runner,
     require_api_key,
 )
-from batchor.engine.planning import poll_delay
-from batchor.engine.schema import import_model
+from batchor.engine.driver import LEASE_TTL_SECONDS
 from batchor.errors import (
     ArtifactRuleError,
     BatchorError,
-    ConfigurationError,
     ProviderError,
     RunNotFinishedError,
     RunNotFoundError,
@@ -59,6 +53,7 @@ from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderCon
 from batchor.results import RunStatus, RunSummary, TerminalResultsExport
 from batchor.run import Run
 from batchor.runner import BatchRunner, new_run_id
+from batchor.types import check_run_id, import_model
 
 
 class ExitCode(IntEnum):
@@ -333,19 +328,14 @@ def provider_config(
     provider reads it); ``$OPENAI_BASE_URL`` is stored with the run when set."""
     require_api_key()
     base_url = base_url_from_env()
-    try:
-        return OpenAIProviderConfig(
-            model=model,
-            endpoint=endpoint.value,
-            enqueue_limits=None
-            if enqueued_token_limit is None
-            else OpenAIEnqueueLimitConfig(enqueued_token_limit=enqueued_token_limit),
-            **({} if base_url is None else {"base_url": base_url}),
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "provider settings"
-        raise ConfigurationError(f"{field}: {first['msg']}") from None
+    return OpenAIProviderConfig(
+        model=model,
+        endpoint=endpoint.value,
+        enqueue_limits=None
+        if enqueued_token_limit is None
+        else OpenAIEnqueueLimitConfig(enqueued_token_limit=enqueued_token_limit),
+        **({} if base_url is None else {"base_url": base_url}),
+    )
 
 
 def _ingestion_plan(runner: BatchRunner, run_id: str, job: BatchJob, input_count: int) -> str:
@@ -445,9 +435,11 @@ def _wait_and_report(
 ) -> None:
     if not run.status.is_terminal:
         require_api_key()
+    summary = run.summary()
     try:
-        with WaitProgress(to_stderr=json_output) as progress:
-            summary = watch(run, progress, timeout=timeout, poll_interval=poll_interval)
+        with WaitProgress() as progress:
+            for summary in run.watch(timeout, poll_interval=poll_interval):
+                progress.update(summary)
     except KeyboardInterrupt:
         note(f"stopped watching; run {run.run_id} goes on (batchor wait {run.run_id})")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
@@ -457,45 +449,6 @@ def _wait_and_report(
         typer.echo(format_summary(summary))
     if summary.status is not RunStatus.COMPLETED:
         raise typer.Exit(ExitCode.RUN_FAILED)
-
-
-def watch(
-    run: Run, progress: WaitProgress, *, timeout: float | None, poll_interval: float | None
-) -> RunSummary:
-    """Refresh ``run`` until it is terminal, reporting each summary to ``progress``.
-
-    Sleeps :func:`~batchor.engine.planning.poll_delay` between steps (adaptive
-    unless ``poll_interval`` or the run's own ``poll_interval`` fixes it) and
-    raises :class:`RunTimeoutError` once ``timeout`` seconds have passed.
-    """
-    fixed = poll_interval if poll_interval is not None else run.config.provider.poll_interval
-    started = last_change = time.monotonic()
-    previous: RunSummary | None = None
-    while True:
-        summary = run.refresh()
-        progress.update(summary)
-        if summary.status.is_terminal:
-            return summary
-        if not summary.ingest_complete:
-            raise RunNotFinishedError(
-                f"run {run.run_id!r} has not finished ingesting its input: run the same "
-                f"`batchor start` again with --run-id {run.run_id} first"
-            )
-        now = time.monotonic()
-        if previous is None or progress_key(summary) != progress_key(previous):
-            last_change = now
-        previous = summary
-        delay = poll_delay(now - last_change, fixed)
-        if timeout is not None:
-            remaining = started + timeout - now
-            if remaining <= 0:
-                raise RunTimeoutError(
-                    f"run {run.run_id!r} is still {summary.status.value} after {timeout:g} s "
-                    f"({summary.terminal_items:,}/{summary.total_items:,} items terminal); "
-                    f"it goes on: batchor wait {run.run_id} to keep waiting"
-                )
-            delay = min(delay, remaining)
-        time.sleep(delay)
 
 
 # -- results ------------------------------------------------------------------------------
@@ -754,7 +707,7 @@ def worker(
             min=1.0,
             help="How long a claimed run stays this worker's without a sign of life.",
         ),
-    ] = 120.0,
+    ] = LEASE_TTL_SECONDS,
     poll_interval: PollIntervalOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -874,10 +827,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BatchorError as error:
         typer.echo(_error_line(str(error)), err=True)
         return exit_code_for(error)
-    except SQLAlchemyError as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        typer.echo(_error_line(f"storage: {reason}"), err=True)
-        return ExitCode.ENVIRONMENT
     except OSError as error:
         typer.echo(_error_line(str(error)), err=True)
         return ExitCode.ENVIRONMENT

@@ -149,24 +149,13 @@ def format_runs_table(summaries: Sequence[RunSummary]) -> str:
     )
 
 
-def progress_key(summary: RunSummary) -> tuple[object, ...]:
-    """What changes when a run makes progress (not the clock)."""
-    return (
-        summary.status,
-        summary.control_state,
-        summary.pending_items,
-        summary.submitted_items,
-        summary.completed_items,
-        summary.failed_items,
-        summary.batches_in_flight,
-        summary.batches_total,
-    )
-
-
 def progress_line(summary: RunSummary, elapsed: float) -> str:
     """One plain progress line."""
+    control = ""
+    if summary.control_state is not RunControlState.RUNNING and summary.control_reason:
+        control = f" [{summary.control_reason}]"
     return (
-        f"[{duration(elapsed)}] {summary.run_id} {status_text(summary)}: "
+        f"[{duration(elapsed)}] {summary.run_id} {status_text(summary)}{control}: "
         f"{summary.terminal_items:,}/{summary.total_items:,} items terminal "
         f"({summary.completed_items:,} completed, {summary.failed_items:,} failed), "
         f"{summary.batches_in_flight:,} batches in flight, "
@@ -184,17 +173,17 @@ class _RunAgeColumn(ProgressColumn):
 
 
 class WaitProgress:
-    """Shows a run's progress while ``batchor wait`` polls it.
+    """Shows a run's progress on stderr while ``batchor wait`` polls it.
 
     On an interactive terminal: a live bar (items terminal / total, batches in
     flight, tokens, time since the run was created). Otherwise a plain line
     whenever the counts change (at most one a second) and every 30 s while
-    they do not, plus a last line when the run ends.
+    they do not, plus a last line when the run ends. A paused run shows the
+    pause and its reason.
     """
 
-    def __init__(self, *, to_stderr: bool) -> None:
-        self._console = Console(stderr=to_stderr)
-        self._to_stderr = to_stderr
+    def __init__(self) -> None:
+        self._console = Console(stderr=True)
         self._live: Progress | None = None
         self._task_id: Any = None
         self._last_key: tuple[object, ...] | None = None
@@ -230,7 +219,7 @@ class WaitProgress:
             self._update_bar(self._live, summary)
             return
         now = time.monotonic()
-        key = progress_key(summary)
+        key = summary.progress_key()
         since = now - self._last_line_at
         if (
             self._last_key is None
@@ -239,7 +228,7 @@ class WaitProgress:
             or since >= PLAIN_PROGRESS_INTERVAL
         ):
             elapsed = (summary.finished_at or time.time()) - summary.created_at
-            typer.echo(progress_line(summary, elapsed), err=self._to_stderr)
+            typer.echo(progress_line(summary, elapsed), err=True)
             self._last_key, self._last_line_at = key, now
 
     def _update_bar(self, live: Progress, summary: RunSummary) -> None:

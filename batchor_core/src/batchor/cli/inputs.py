@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
-from batchor.job import BatchItem, PromptParts
 from batchor.sources import (
     CheckpointedItemSource,
     CompositeItemSource,
@@ -33,6 +32,7 @@ from batchor.sources import (
     JsonlItemSource,
     ParquetItemSource,
 )
+from batchor.types import BatchItem, PromptParts
 
 FORMATS_BY_SUFFIX = {
     ".csv": "csv",

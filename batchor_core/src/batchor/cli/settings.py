@@ -14,19 +14,18 @@ import re
 from pathlib import Path
 
 import typer
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
 from batchor.artifacts.local import LocalArtifactStore
 from batchor.errors import ConfigurationError
 from batchor.runner import BatchRunner
-from batchor.storage import PostgresStorage, SQLiteStorage, Storage
+from batchor.storage import Storage
+from batchor.storage import open_storage as core_open_storage
+from batchor.storage.urls import is_postgres_location
 
 STORAGE_ENV = "BATCHOR_STORAGE"
 ARTIFACTS_ENV = "BATCHOR_ARTIFACTS"
 API_KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
-STORAGE_URL_FORMS = "sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE"
 
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
@@ -64,56 +63,21 @@ def _storage_problem(message: str) -> typer.BadParameter:
     return typer.BadParameter(message, param_hint=f"'--storage' / ${STORAGE_ENV}")
 
 
-def parse_storage_url(url: str) -> URL:
-    """The parsed ``--storage`` URL, or a usage error saying which forms work.
-
-    The message never repeats the URL itself, which may hold a password.
-    """
+def is_postgres(url: str | None) -> bool:
+    """Whether ``--storage`` names PostgreSQL (a usage error if it names nothing)."""
+    if url is None:
+        return False
     try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise _storage_problem(f"not a storage URL; expected {STORAGE_URL_FORMS}") from None
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        if not parsed.database or parsed.database == ":memory:":
-            raise _storage_problem(
-                "an in-memory SQLite database does not outlive the command; "
-                "give a file: sqlite:///PATH (relative) or sqlite:////PATH (absolute)"
-            )
-        return parsed
-    if backend == "postgresql":
-        if not parsed.database:
-            raise _storage_problem("the PostgreSQL URL names no database (…/DATABASE)")
-        return parsed
-    raise _storage_problem(
-        f"unsupported storage scheme {parsed.drivername!r}; expected {STORAGE_URL_FORMS}"
-    )
+        return is_postgres_location(url)
+    except ConfigurationError as exc:
+        raise _storage_problem(str(exc)) from None
 
 
 def open_storage(url: str | None) -> Storage:
-    """The storage a ``--storage`` URL names; ``None`` is the default SQLite file
-    ``$BATCHOR_HOME/default.sqlite3``.
-
-    ``postgresql`` URLs may carry ``?schema=NAME`` to choose the database schema
-    batchor uses (default ``batchor``).
-    """
-    if url is None:
-        return SQLiteStorage(name="default")
-    parsed = parse_storage_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        assert parsed.database is not None
-        return SQLiteStorage(path=parsed.database)
-    schema = parsed.query.get("schema", "batchor")
-    if not isinstance(schema, str):
-        raise _storage_problem("give ?schema= at most once")
-    dsn = parsed.difference_update_query(["schema"]).render_as_string(hide_password=False)
-    try:
-        return PostgresStorage(dsn, schema=schema)
-    except ModuleNotFoundError as exc:
-        raise ConfigurationError(
-            f"PostgreSQL storage needs a driver ({exc.name} is not installed): "
-            "pip install 'batchor-core[postgres]'"
-        ) from None
+    """The storage a ``--storage`` URL names (see :func:`batchor.open_storage`);
+    ``None`` is the default SQLite file ``$BATCHOR_HOME/default.sqlite3``."""
+    is_postgres(url)
+    return core_open_storage(url)
 
 
 def open_runner(storage_url: str | None, artifacts: Path | None) -> BatchRunner:
@@ -123,11 +87,7 @@ def open_runner(storage_url: str | None, artifacts: Path | None) -> BatchRunner:
     storage has no such place, and the runner's fallback (a temporary
     directory) would vanish with this process, so it needs ``--artifacts``.
     """
-    if (
-        storage_url is not None
-        and artifacts is None
-        and parse_storage_url(storage_url).get_backend_name() == "postgresql"
-    ):
+    if artifacts is None and is_postgres(storage_url):
         raise typer.BadParameter(
             "PostgreSQL storage needs an artifact directory that outlives this command: "
             f"pass --artifacts DIR or set ${ARTIFACTS_ENV}",

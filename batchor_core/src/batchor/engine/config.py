@@ -1,4 +1,4 @@
-"""What a run stores about its job, and the clock the engine reads.
+"""What a run stores about its job.
 
 :class:`RunConfig` is everything needed to drive a run after ``start`` returns
 (provider settings without the API key, the structured-output reference and
@@ -10,40 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from batchor.engine.schema import import_model, model_reference, strict_json_schema
 from batchor.job import ArtifactPolicy, BatchJob, ChunkPolicy, RetryPolicy
-from batchor.providers.openai import OpenAIProviderConfig
-from batchor.storage.base import RetrySchedule
-
-
-class Clock(Protocol):
-    """Time as the engine sees it; tests inject their own."""
-
-    def now(self) -> float: ...
-
-    def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """The real wall clock."""
-
-    def now(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-OPERATIONAL_PROVIDER_FIELDS = ("base_url", "poll_interval", "request_timeout", "max_retries")
-
-
-def dumps_canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+from batchor.providers import AnyProviderConfig
+from batchor.providers.base import BatchProvider
+from batchor.types import canonical_json, import_model, model_reference
 
 
 class RunConfig(BaseModel):
@@ -51,9 +25,10 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    provider: OpenAIProviderConfig
+    provider: AnyProviderConfig
     structured_output: str | None = None
     response_schema: dict[str, Any] | None = None
+    """The JSON schema requests ask for, as the provider's rules shaped it."""
     retry_policy: RetryPolicy = RetryPolicy()
     chunk_policy: ChunkPolicy = ChunkPolicy()
     artifact_policy: ArtifactPolicy = ArtifactPolicy()
@@ -61,11 +36,12 @@ class RunConfig(BaseModel):
 
     @classmethod
     def from_job(cls, job: BatchJob) -> RunConfig:
-        """The job's config; checks the structured-output schema (strict mode) first."""
+        """The job's config; checks the structured-output schema against the
+        provider's rules first."""
         schema = None
         reference = None
         if job.structured_output is not None:
-            schema = strict_json_schema(job.structured_output)
+            schema = job.provider_config.output_schema(job.structured_output)
             reference = model_reference(job.structured_output)
         return cls(
             provider=job.provider_config,
@@ -78,21 +54,21 @@ class RunConfig(BaseModel):
         )
 
     def to_json(self) -> str:
-        return dumps_canonical(self.model_dump(mode="json"))
+        return canonical_json(self.model_dump(mode="json"))
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
-        return cls.model_validate_json(text)
+        return cls.model_validate(_upgraded(json.loads(text)))
 
     def fingerprint(self) -> str:
         """Hash of what decides the requests and their results. Operational
         settings (where the API is, how often to poll, timeouts, client retries)
         may change between processes without making it another job."""
-        return hashlib.sha256(dumps_canonical(self.identity()).encode()).hexdigest()
+        return hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()
 
     def identity(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        for name in OPERATIONAL_PROVIDER_FIELDS:
+        for name in self.provider.OPERATIONAL_FIELDS:
             data["provider"].pop(name, None)
         return data
 
@@ -106,14 +82,25 @@ class RunConfig(BaseModel):
     def output_model(self) -> type[BaseModel] | None:
         return None if self.structured_output is None else import_model(self.structured_output)
 
-    def retry_schedule(self) -> RetrySchedule:
-        policy = self.retry_policy
-        return RetrySchedule(
-            max_attempts=policy.max_attempts,
-            backoff_seconds=tuple(
-                policy.backoff_seconds(attempt) for attempt in range(1, policy.max_attempts + 1)
-            ),
+    def create_provider(self, api_key: str | None) -> BatchProvider:
+        """The adapter for this run's provider."""
+        return self.provider.create_provider(
+            api_key=api_key, output_schema=self.response_schema, schema_name=self.schema_name
         )
+
+
+_VERSION_1_CHUNK_DEFAULTS = {"max_requests_per_batch": 50_000, "max_bytes_per_batch": 199_229_440}
+
+
+def _upgraded(data: dict[str, Any]) -> dict[str, Any]:
+    """A config stored by schema version 1 (OpenAI only, fixed chunk limits) in
+    today's terms, so its fingerprint matches the same job declared today."""
+    data["provider"].setdefault("kind", "openai")
+    chunk = data.get("chunk_policy") or {}
+    if all(chunk.get(name) == value for name, value in _VERSION_1_CHUNK_DEFAULTS.items()):
+        for name in _VERSION_1_CHUNK_DEFAULTS:
+            chunk[name] = None
+    return data
 
 
 def describe_differences(stored: Any, current: Any, path: str = "") -> list[str]:

@@ -3,51 +3,57 @@
 A step takes the run's lease (so one process drives it at a time), then:
 
 1. finishes any batch a crash left half-submitted (planned, uploaded, or
-   "creating" — the last is adopted from the provider by its metadata key
-   instead of being created twice);
-2. polls in-flight batches and collects finished ones (download the result
-   files, record every item's outcome, free the token budget);
+   "creating" — the last is looked for at the provider instead of being created
+   twice);
+2. polls in-flight batches and collects finished ones (:mod:`.collect`);
 3. plans and submits new batches while items are pending and the budget and
    the run's control state allow;
 4. applies cancellation and finishes the run when every item is terminal.
 
-Everything it needs is in storage and artifacts; it never calls the job's code.
+Everything it needs is in storage and artifacts; it never calls the job's code,
+and it knows no provider: :class:`~batchor.providers.base.BatchProvider` is all
+it sees of one.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from batchor.artifacts.base import ArtifactStore, raw_output_key, request_segment_key
-from batchor.engine.config import Clock, RunConfig
-from batchor.errors import ProviderError, RunNotFoundError
-from batchor.providers.base import (
-    AuthenticationFailedError,
-    BatchProvider,
-    ProviderBatch,
-    ProviderBatchStatus,
-    ProviderCallError,
+from batchor.artifacts.base import ArtifactStore, request_segment_key
+from batchor.engine.collect import Collector
+from batchor.engine.config import RunConfig
+from batchor.engine.limits import PlanningLimits, learned_value
+from batchor.engine.outcomes import replan
+from batchor.engine.planning import batch_limits, pack_batch, plan_for_budget
+from batchor.errors import (
+    BatchRefusedError,
+    ProviderAuthenticationError,
+    ProviderError,
+    ProviderRejectedError,
     QuotaExhaustedError,
-    RejectedCallError,
-    RequestOutcome,
+    Refusal,
+    RefusalKind,
+    RunNotFoundError,
+    StorageError,
 )
+from batchor.providers.base import BatchProvider, OutcomeKind, ProviderBatch, RequestOutcome
 from batchor.results import RunControlState, RunStatus
-from batchor.storage.base import BatchRecord, BatchState, RunRecord, Storage
+from batchor.storage.base import Storage
+from batchor.storage.records import BatchPlan, BatchRecord, BatchState, PendingRequest, RunRecord
+from batchor.types import Clock
 
 logger = logging.getLogger("batchor")
 
 LEASE_TTL_SECONDS = 120.0
+"""How long a run stays leased to a driver after its last sign of life, by default."""
 ADOPTION_WINDOW_SECONDS = 600.0
 """How far back (before the create intent) to look for a batch to adopt."""
 
@@ -58,6 +64,7 @@ def new_lease_owner() -> str:
 
 
 def is_dead_local_owner(owner: str | None) -> bool:
+    """Whether ``owner`` is a process on this host that no longer exists."""
     if owner is None:
         return False
     host, _, rest = owner.partition(":")
@@ -79,7 +86,8 @@ def _cancelling(record: RunRecord) -> bool:
 
 
 class _LeaseLostError(Exception):
-    """Our lease expired and another process now drives the run."""
+    """Our lease expired and another process now drives the run (internal: a step
+    that sees it stops quietly)."""
 
 
 class RunDriver:
@@ -98,7 +106,11 @@ class RunDriver:
         owner: str,
         lease_ttl: float = LEASE_TTL_SECONDS,
     ) -> None:
-        self.storage = storage
+        self.runs = storage.runs
+        self.batches = storage.batches
+        self.results = storage.results
+        self.limits = storage.limits
+        self.storage_name = repr(storage)
         self.artifacts = artifacts
         self.run_id = run_id
         self.config = config
@@ -116,9 +128,9 @@ class RunDriver:
         return self._provider
 
     def _record(self) -> RunRecord:
-        record = self.storage.get_run(self.run_id)
+        record = self.runs.get(self.run_id)
         if record is None:
-            raise RunNotFoundError(f"run {self.run_id!r} no longer exists in {self.storage!r}")
+            raise RunNotFoundError(f"run {self.run_id!r} no longer exists in {self.storage_name}")
         return record
 
     # -- the step -----------------------------------------------------------------------
@@ -132,7 +144,7 @@ class RunDriver:
         if not record.ingest_complete and not _cancelling(record):
             return False  # start() is still ingesting it (or must be called again)
         steal = record.lease_owner if is_dead_local_owner(record.lease_owner) else None
-        if not self.storage.try_acquire_lease(
+        if not self.runs.try_acquire_lease(
             record.run_pk, self.owner, now=self.clock.now(), ttl=self.lease_ttl, steal_from=steal
         ):
             return False
@@ -141,15 +153,15 @@ class RunDriver:
         except _LeaseLostError:
             logger.warning("run %s: lease taken over by another process; step stopped", self.run_id)
             return True
-        except ProviderCallError as exc:
+        except ProviderError as exc:
             self._handle_provider_error(record, exc)
             return False
         finally:
-            self.storage.release_lease(record.run_pk, self.owner)
+            self.runs.release_lease(record.run_pk, self.owner)
 
     def _step_with_lease(self, record: RunRecord) -> bool:
         changed = False
-        for batch in self.storage.active_batches(record.run_pk):
+        for batch in self.batches.active(record.run_pk):
             self._renew_lease(record)
             record = self._record()
             if batch.state is BatchState.IN_FLIGHT:
@@ -160,7 +172,7 @@ class RunDriver:
             ):
                 changed |= self._finish_submission(record, batch)
             else:
-                self.storage.release_batch(
+                self.batches.release(
                     batch.batch_pk, "run paused or cancelled", now=self.clock.now()
                 )
                 changed = True
@@ -171,34 +183,34 @@ class RunDriver:
             changed |= self._submit_new_batches(record)
         changed |= self._finish_if_done(self._record())
         if changed and record.last_error is not None:
-            self.storage.update_run(record.run_pk, now=self.clock.now(), last_error=None)
+            self.runs.set_last_error(record.run_pk, None, now=self.clock.now())
         return changed
 
     def _renew_lease(self, record: RunRecord) -> None:
         """Extend the lease between long operations; if another process took it
         (ours expired), stop this step at once rather than drive the run twice."""
-        if not self.storage.try_acquire_lease(
+        if not self.runs.try_acquire_lease(
             record.run_pk, self.owner, now=self.clock.now(), ttl=self.lease_ttl
         ):
             raise _LeaseLostError(record.run_id)
 
-    def _handle_provider_error(self, record: RunRecord, exc: ProviderCallError) -> None:
+    def _handle_provider_error(self, record: RunRecord, exc: ProviderError) -> None:
         """Transient provider errors wait for the next step; quota errors pause the
         run; authentication and permission errors are raised to the caller."""
         message = str(exc)
+        now = self.clock.now()
         if isinstance(exc, QuotaExhaustedError):
-            self.storage.set_control_state(
+            self.runs.set_control_state(
                 record.run_pk,
                 RunControlState.PAUSED,
                 f"paused automatically: the provider reports {exc.code} ({message}); fix "
                 "billing or quota, then resume the run",
-                now=self.clock.now(),
+                now=now,
             )
-        self.storage.update_run(record.run_pk, now=self.clock.now(), last_error=message)
-        if isinstance(exc, AuthenticationFailedError):
-            raise ProviderError(
-                f"the provider refused run {self.run_id!r}: {message}; "
-                "check OPENAI_API_KEY and base_url"
+        self.runs.set_last_error(record.run_pk, message, now=now)
+        if isinstance(exc, ProviderAuthenticationError):
+            raise ProviderAuthenticationError(
+                f"the provider refused run {self.run_id!r}: {message}", code=exc.code
             ) from exc
         logger.warning(
             "run %s: provider error, will retry on the next step: %s", self.run_id, message
@@ -206,23 +218,40 @@ class RunDriver:
 
     # -- submission ---------------------------------------------------------------------
 
+    def planning_limits(self) -> PlanningLimits:
+        """The provider's limits, the job's caps and what refusals taught, combined."""
+        provider = self.provider
+        return PlanningLimits.combine(
+            provider.limits,
+            self.config.chunk_policy,
+            configured_budget=provider.enqueue_budget,
+            learned=self.limits.get(self.config.provider.budget_scope),
+        )
+
     def _submit_new_batches(self, record: RunRecord) -> bool:
-        limits = self.config.provider.enqueue_limits
-        chunk = self.config.chunk_policy
+        limits = self.planning_limits()
+        budget = limits.budget
+
+        def pack(pending: Iterator[PendingRequest], free: int | None) -> BatchPlan:
+            plan = pack_batch(
+                pending,
+                batch_limits(limits.provider, budget=budget, free_units=free),
+            )
+            return plan_for_budget(plan, budget)
+
         submitted = False
         while True:
-            batch = self.storage.reserve_batch(
+            batch = self.batches.reserve(
                 record.run_pk,
                 record.run_id,
                 model=self.config.provider.model,
-                max_requests=chunk.max_requests_per_batch,
-                max_bytes=chunk.max_bytes_per_batch,
-                token_budget=None if limits is None else limits.enqueued_token_budget,
-                max_batch_tokens=None if limits is None else limits.max_batch_enqueued_tokens,
-                oversize_message=(
-                    "the request is larger than any batch may be (its estimated tokens exceed "
-                    "the enqueued-token budget or max_batch_enqueued_tokens, or its line exceeds "
-                    "max_bytes_per_batch)"
+                budget_scope=self.config.provider.budget_scope,
+                budget_total=None if budget is None else budget.total,
+                pack=pack,
+                max_candidates=limits.provider.max_requests_per_batch + 1_000,
+                oversize_error=(
+                    "request_too_large",
+                    "the request is larger than any batch may be: " + limits.describe(),
                 ),
                 now=self.clock.now(),
             )
@@ -237,219 +266,156 @@ class RunDriver:
     def _finish_submission(self, record: RunRecord, batch: BatchRecord) -> bool:
         """Take a batch from wherever it stopped to in flight."""
         provider = self.provider
-        file_id = batch.input_file_id
-        if batch.state is BatchState.PLANNED:
-            with tempfile.TemporaryDirectory(prefix="batchor-") as workdir:
-                path = Path(workdir) / f"{record.run_id}-{batch.batch_number:06d}.jsonl"
+        with tempfile.TemporaryDirectory(prefix="batchor-") as workdir:
+            path = Path(workdir) / f"{record.run_id}-{batch.batch_number:06d}.jsonl"
+            input_ref = batch.input_file_id
+            if batch.state is BatchState.PLANNED or input_ref is None:
                 self._write_batch_input(batch, path)
+            if batch.state is BatchState.PLANNED:
                 try:
-                    file_id = provider.upload_batch_file(path)
-                except RejectedCallError as exc:
-                    self._reject_batch(record, batch, "upload_rejected", str(exc))
+                    input_ref = provider.upload_input(path)
+                except BatchRefusedError as exc:
+                    self._refused(record, batch, exc.refusal)
                     return True
-            self.storage.update_batch(
-                batch.batch_pk, state=BatchState.UPLOADED, input_file_id=file_id
-            )
-        if batch.state is BatchState.CREATING:
-            adopted = self._find_created_batch(batch)
-            if adopted is not None:
-                self.storage.mark_batch_submitted(
-                    batch.batch_pk, adopted.batch_id, now=self.clock.now()
+                except ProviderRejectedError as exc:
+                    self._never_ran(batch, "upload_rejected", str(exc))
+                    return True
+                self.batches.mark_uploaded(batch.batch_pk, input_ref)
+            if batch.state is BatchState.CREATING:
+                adopted = self.provider.find_batch(
+                    batch_key=batch.local_key,
+                    created_after=(batch.created_at or 0.0) - ADOPTION_WINDOW_SECONDS,
+                    request_count=batch.request_count,
                 )
+                if adopted is not None:
+                    self.batches.mark_submitted(
+                        batch.batch_pk, adopted.batch_id, now=self.clock.now()
+                    )
+                    return True
+            self.batches.mark_creating(batch.batch_pk, now=self.clock.now())
+            metadata = {**self.config.batch_metadata, "batchor_run_id": record.run_id}
+            try:
+                created = provider.create_batch(
+                    input_ref=input_ref, path=path, batch_key=batch.local_key, metadata=metadata
+                )
+            except BatchRefusedError as exc:
+                self._refused(record, batch, exc.refusal)
                 return True
-        assert file_id is not None
-        self.storage.update_batch(
-            batch.batch_pk, state=BatchState.CREATING, submitted_at=self.clock.now()
-        )
-        metadata = {
-            **self.config.batch_metadata,
-            "batchor_run_id": record.run_id,
-            "batchor_batch_key": batch.local_key,
-        }
-        try:
-            created = provider.create_batch(file_id, metadata)
-        except RejectedCallError as exc:
-            self._reject_batch(record, batch, "batch_rejected", str(exc))
-            return True
-        self.storage.mark_batch_submitted(batch.batch_pk, created.batch_id, now=self.clock.now())
+            except ProviderRejectedError as exc:
+                self._never_ran(batch, "batch_rejected", str(exc))
+                return True
+        self.batches.mark_submitted(batch.batch_pk, created.batch_id, now=self.clock.now())
         return True
 
     def _write_batch_input(self, batch: BatchRecord, path: Path) -> None:
         """Copy the batch's request lines from the request segments into ``path``,
         one read per run of adjacent lines (a fresh batch is a few long runs)."""
         with path.open("wb") as output:
-            for segment, start, end in _adjacent_runs(
-                self.storage.batch_request_spans(batch.batch_pk)
-            ):
+            for segment, start, end in _adjacent_runs(self.batches.request_spans(batch.batch_pk)):
                 with self.artifacts.open_read(request_segment_key(self.run_id, segment)) as handle:
                     handle.seek(start)
                     remaining = end - start
                     while remaining:
                         block = handle.read(min(remaining, 8 * 1024 * 1024))
                         if not block:
-                            raise OSError(
-                                f"request segment {segment} of run {self.run_id!r} is truncated"
+                            raise StorageError(
+                                f"request segment {segment} of run {self.run_id!r} is "
+                                f"truncated in {self.artifacts.location}"
                             )
                         output.write(block)
                         remaining -= len(block)
 
-    def _find_created_batch(self, batch: BatchRecord) -> ProviderBatch | None:
-        """The provider batch a crashed create may have made, found by its metadata key."""
-        created_after = (batch.created_at or 0.0) - ADOPTION_WINDOW_SECONDS
-        for candidate in self.provider.list_batches(created_after):
-            if candidate.metadata.get("batchor_batch_key") == batch.local_key:
-                return candidate
-        return None
-
-    def _reject_batch(self, record: RunRecord, batch: BatchRecord, code: str, message: str) -> None:
-        """The provider refused the batch outright: count an attempt and retry per policy."""
-        self.storage.mark_batch_submitted(batch.batch_pk, None, now=self.clock.now())
-        self.storage.record_batch_results(
+    def _never_ran(self, batch: BatchRecord, code: str, message: str) -> None:
+        """The provider rejected the batch outright: its items never ran, so they go
+        back to pending as resubmissions (see :class:`~batchor.RetryPolicy`)."""
+        self._collector().record_without_results(
             batch,
-            (),
-            leftover=RequestOutcome(
-                custom_id="", error_code=code, error_message=message, retryable=True
+            RequestOutcome(
+                "", kind=OutcomeKind.NOT_EXECUTED, error_code=code, error_message=message
             ),
-            leftover_counts_attempt=True,
-            retry=self.config.retry_schedule(),
             provider_status="rejected",
-            now=self.clock.now(),
         )
-        self.storage.update_run(
-            record.run_pk, now=self.clock.now(), last_error=f"{code}: {message}"
+        record = self._record()
+        self.runs.set_last_error(record.run_pk, f"{code}: {message}", now=self.clock.now())
+
+    def _refused(self, record: RunRecord, batch: BatchRecord, refusal: Refusal) -> None:
+        """The provider refused the batch for one of its limits: learn the limit, put
+        the items back unchanged, and plan again within it. A refusal for the
+        enqueued budget also waits a little for batches in flight to finish.
+
+        When configuration sets that limit (an explicit ``enqueue_limits``), it is
+        not second-guessed: the items count a resubmission instead, so a limit
+        configured above the provider's ends in failures that say so rather than
+        in refusals forever."""
+        now = self.clock.now()
+        value = learned_value(refusal, batch)
+        scope = self.config.provider.budget_scope
+        self.limits.learn(scope, refusal.kind.value, value, refusal.message, now=now)
+        if self.planning_limits().overridden(refusal):
+            self._never_ran(
+                batch,
+                "batch_refused",
+                f"{refusal.message} (enqueue_limits allows more than the provider does: lower it)",
+            )
+        else:
+            items = self.batches.items_of(batch)
+            self.batches.record_outcomes(
+                batch, (replan(item) for item in items), provider_status="refused", now=now
+            )
+        if refusal.kind in (RefusalKind.ENQUEUED_TOKENS, RefusalKind.ENQUEUED_REQUESTS):
+            delay = self.config.retry_policy.backoff_seconds(1)
+            self.runs.hold_submissions_until(record.run_pk, now + delay, now=now)
+        self.runs.set_last_error(
+            record.run_pk,
+            f"batch {batch.batch_number} refused ({refusal.kind.value}, learned limit "
+            f"{value:,}): {refusal.message}",
+            now=now,
+        )
+        logger.warning(
+            "run %s: batch %d refused for %s; planning again within %s",
+            self.run_id,
+            batch.batch_number,
+            refusal.kind.value,
+            f"{value:,}",
         )
 
     # -- polling and collection ---------------------------------------------------------
+
+    def _collector(self) -> Collector:
+        return Collector(
+            run_id=self.run_id,
+            batches=self.batches,
+            artifacts=self.artifacts,
+            provider=self.provider,
+            config=self.config,
+            output_model=self.output_model,
+            clock=self.clock,
+        )
 
     def _poll(self, record: RunRecord, batch: BatchRecord) -> bool:
         assert batch.provider_batch_id is not None
         remote = self.provider.get_batch(batch.provider_batch_id)
         if not remote.status.is_terminal:
             if remote.status.value != batch.provider_status:
-                self.storage.update_batch(batch.batch_pk, provider_status=remote.status.value)
+                self.batches.set_provider_status(batch.batch_pk, remote.status.value)
                 return True
             return False
-        self._collect(record, batch, remote)
+        if remote.refusal is not None:
+            self._refused(record, batch, remote.refusal)
+            return True
+        self._collector().collect(batch, remote, cancelled_by_run=_cancelling(record))
         return True
-
-    def _collect(self, record: RunRecord, batch: BatchRecord, remote: ProviderBatch) -> None:
-        keep_raw = self.config.artifact_policy.persist_raw_output_artifacts
-        with tempfile.TemporaryDirectory(prefix="batchor-") as workdir, ExitStack() as stack:
-            files: list[BinaryIO] = []
-            artifact_keys: dict[str, str | None] = {"output": None, "error": None}
-            for kind, file_id in (
-                ("output", remote.output_file_id),
-                ("error", remote.error_file_id),
-            ):
-                if not file_id:
-                    continue
-                if keep_raw:
-                    key = raw_output_key(record.run_id, batch.batch_number, kind)
-                    with self.artifacts.open_write(key) as handle:
-                        self.provider.download_file(file_id, handle)
-                    artifact_keys[kind] = key
-                    files.append(stack.enter_context(self.artifacts.open_read(key)))
-                else:
-                    path = Path(workdir) / f"{kind}.jsonl"
-                    with path.open("wb") as handle:
-                        self.provider.download_file(file_id, handle)
-                    files.append(stack.enter_context(path.open("rb")))
-            leftover, counts_attempt = self._leftover_outcome(record, remote)
-            if remote.errors and remote.errors[0].code == "token_limit_exceeded":
-                self.storage.update_run(
-                    record.run_pk,
-                    now=self.clock.now(),
-                    next_submit_at=self.clock.now() + self.config.retry_policy.backoff_seconds(1),
-                )
-            self.storage.record_batch_results(
-                batch,
-                self._outcomes(files),
-                leftover=leftover,
-                leftover_counts_attempt=counts_attempt,
-                retry=self.config.retry_schedule(),
-                provider_status=remote.status.value,
-                now=self.clock.now(),
-            )
-            if keep_raw:
-                self.storage.update_batch(
-                    batch.batch_pk,
-                    output_artifact=artifact_keys["output"],
-                    error_artifact=artifact_keys["error"],
-                )
-
-    def _leftover_outcome(
-        self, record: RunRecord, remote: ProviderBatch
-    ) -> tuple[RequestOutcome, bool]:
-        """The outcome of items a finished batch returned nothing for, and whether
-        that costs them an attempt."""
-        status = remote.status
-        if status is ProviderBatchStatus.CANCELLED and (
-            record.control_state is RunControlState.CANCEL_REQUESTED
-        ):
-            return RequestOutcome(
-                "", error_code="run_cancelled", error_message="the run was cancelled"
-            ), True
-        if status is ProviderBatchStatus.CANCELLED:
-            return RequestOutcome(
-                "",
-                error_code="batch_cancelled",
-                error_message="the provider batch was cancelled",
-                retryable=True,
-            ), False
-        if status is ProviderBatchStatus.EXPIRED:
-            return RequestOutcome(
-                "", error_code="batch_expired",
-                error_message="the batch expired before this request ran", retryable=True,
-            ), True  # fmt: skip
-        if status is ProviderBatchStatus.FAILED:
-            first = remote.errors[0] if remote.errors else None
-            code = first.code if first else "batch_failed"
-            message = (
-                "; ".join(
-                    f"{error.message} (line {error.line})" if error.line else error.message
-                    for error in remote.errors[:5]
-                )
-                or "the provider failed the batch"
-            )
-            return RequestOutcome("", error_code=code, error_message=message, retryable=True), (
-                code != "token_limit_exceeded"
-            )
-        return RequestOutcome(
-            "", error_code="missing_result",
-            error_message="the batch completed without a result for this request", retryable=True,
-        ), True  # fmt: skip
-
-    def _outcomes(self, files: list[BinaryIO]) -> Iterator[RequestOutcome]:
-        model = self.output_model()
-        is_embeddings = self.config.provider.endpoint == "/v1/embeddings"
-        for handle in files:
-            for line_number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    outcome = self.provider.parse_result_line(line)
-                except ValueError as exc:
-                    logger.warning(
-                        "run %s: skipping result line %d: %s", self.run_id, line_number, exc
-                    )
-                    continue
-                if outcome.succeeded and not is_embeddings:
-                    outcome = _validate_output(outcome, model)
-                yield outcome
 
     # -- finishing ----------------------------------------------------------------------
 
     def _finish_if_done(self, record: RunRecord) -> bool:
-        counts = self.storage.run_counts(record.run_pk)
+        counts = self.results.counts(record.run_pk)
         cancelling = record.control_state is RunControlState.CANCEL_REQUESTED
         if cancelling and counts.submitted == 0 and counts.pending > 0:
-            self.storage.fail_unfinished_items(
-                record.run_pk,
-                "run_cancelled",
-                "the run was cancelled before this item finished",
-                now=self.clock.now(),
+            self.batches.fail_pending(
+                record.run_pk, "run_cancelled", "the run was cancelled before this item finished"
             )
-            counts = self.storage.run_counts(record.run_pk)
+            counts = self.results.counts(record.run_pk)
         if counts.pending or counts.submitted:
             return False
         if cancelling:
@@ -458,17 +424,17 @@ class RunDriver:
             status = RunStatus.COMPLETED_WITH_FAILURES
         else:
             status = RunStatus.COMPLETED
-        self.storage.finish_run(record.run_pk, status, now=self.clock.now())
+        self.runs.finish(record.run_pk, status, now=self.clock.now())
         return True
 
     def cancel_remote_batches(self) -> None:
         """Ask the provider to cancel every in-flight batch of the run."""
         record = self._record()
-        for batch in self.storage.active_batches(record.run_pk):
+        for batch in self.batches.active(record.run_pk):
             if batch.state is BatchState.IN_FLIGHT and batch.provider_batch_id:
                 try:
                     self.provider.cancel_batch(batch.provider_batch_id)
-                except ProviderCallError as exc:
+                except ProviderError as exc:
                     logger.warning(
                         "run %s: could not cancel %s: %s", self.run_id, batch.provider_batch_id, exc
                     )
@@ -489,36 +455,10 @@ def _adjacent_runs(spans: Iterable[tuple[int, int, int]]) -> Iterator[tuple[int,
         yield current
 
 
-def _validate_output(outcome: RequestOutcome, model: type[BaseModel] | None) -> RequestOutcome:
-    """Check a reply against the structured-output model (or that it is text)."""
-    if model is None or outcome.output_text is None:
-        return outcome
-    try:
-        model.model_validate_json(outcome.output_text)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        location = ".".join(str(part) for part in first.get("loc", ())) or "reply"
-        return RequestOutcome(
-            custom_id=outcome.custom_id,
-            output_text=outcome.output_text,
-            error_code="invalid_output",
-            error_message=(
-                f"the reply does not validate as {model.__name__}: {location}: {first.get('msg')} "
-                f"({exc.error_count()} error(s))"
-            ),
-            retryable=True,
-            input_tokens=outcome.input_tokens,
-            output_tokens=outcome.output_tokens,
-        )
-    return outcome
-
-
-def parse_output(output_text: str | None, model: type[BaseModel] | None, endpoint: str) -> object:
-    """The typed ``output`` of a completed item."""
-    if output_text is None:
-        return None
-    if endpoint == "/v1/embeddings":
-        return json.loads(output_text)
-    if model is not None:
-        return model.model_validate_json(output_text)
-    return None
+__all__ = [
+    "LEASE_TTL_SECONDS",
+    "ProviderBatch",
+    "RunDriver",
+    "is_dead_local_owner",
+    "new_lease_owner",
+]

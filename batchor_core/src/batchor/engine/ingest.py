@@ -23,13 +23,21 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from batchor.artifacts.base import ArtifactStore, request_segment_key
-from batchor.engine.config import Clock
-from batchor.errors import DuplicateItemIdError, ItemBuildError
-from batchor.job import LINEAGE_KEY, BatchItem, BatchJob, PromptParts
+from batchor.errors import DuplicateItemIdError, ItemBuildError, StorageConflictError
+from batchor.job import BatchJob
 from batchor.providers.base import BatchProvider
 from batchor.results import RunControlState
 from batchor.sources.base import CheckpointedItem, CheckpointedItemSource, durable_checkpoint
-from batchor.storage.base import ItemKeyConflictError, NewItem, RunRecord, Storage, dumps_json
+from batchor.storage.base import Storage
+from batchor.storage.records import NewItem, RunRecord
+from batchor.types import (
+    LINEAGE_FIELDS,
+    LINEAGE_KEY,
+    BatchItem,
+    Clock,
+    PromptParts,
+    canonical_json,
+)
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of items stored so far, after each slice."""
@@ -55,9 +63,9 @@ def ingest(
     ``cancel()`` from another process stops a long ingestion): its ingestion is
     marked over, and the driver then fails the stored items with ``run_cancelled``.
     """
-    with _collector_skipping_older_objects():
+    with collector_skipping_older_objects():
         item_count = _ingest_slices(storage, artifacts, record, job, provider, clock, progress)
-    storage.mark_ingest_complete(record.run_pk, now=clock.now())
+    storage.runs.mark_ingest_complete(record.run_pk, now=clock.now())
     return item_count
 
 
@@ -82,14 +90,14 @@ def _ingest_slices(
     # With nothing stored before this pass there is nothing to skip: the unique index
     # alone catches a repeated id, and the lookup below is only needed to explain it.
     first_pass = record.item_count == 0
-    slices = _slices(source, record, job.chunk_policy.ingest_slice_size)
+    slices = input_slices(source, record.source_checkpoint, job.chunk_policy.ingest_slice_size)
     while not _cancel_requested(storage, record.run_id):
         next_slice = next(slices, None)
         if next_slice is None:
             break
         items, checkpoint = next_slice
-        item_ids = _item_ids(items, position)
-        stored = {} if first_pass else storage.find_item_ids(record.run_pk, item_ids)
+        item_ids = item_ids_of(items, position)
+        stored = {} if first_pass else storage.ingest.find_item_ids(record.run_pk, item_ids)
         if stored:
             # a plain iterable skips the items stored by an earlier attempt; an id stored
             # by this one (or by any attempt, for a checkpointed source) is repeated
@@ -111,25 +119,25 @@ def _ingest_slices(
         fresh = list(range(len(items)))
         if stored:
             fresh = [offset for offset in fresh if item_ids[offset] not in stored]
-        _check_unique_within(items, item_ids, fresh, position)
-        new_items, payload = _build_requests(
+        check_unique_within(items, item_ids, fresh, position)
+        new_items, payload = build_requests(
             items, fresh, position, job, provider, segment, item_count
         )
         if new_items:
             with artifacts.open_write(request_segment_key(record.run_id, segment)) as handle:
                 handle.write(payload)
         if isinstance(source, CheckpointedItemSource):
-            checkpoint_json = dumps_json(durable_checkpoint(source, checkpoint))
+            checkpoint_json = canonical_json(durable_checkpoint(source, checkpoint))
         try:
-            storage.store_ingested_slice(
+            storage.ingest.store_slice(
                 record.run_pk,
                 new_items,
                 checkpoint=checkpoint_json,
                 segment_used=bool(new_items),
                 now=clock.now(),
             )
-        except ItemKeyConflictError:
-            stored = storage.find_item_ids(record.run_pk, item_ids)
+        except StorageConflictError:
+            stored = storage.ingest.find_item_ids(record.run_pk, item_ids)
             repeated = [offset for offset in fresh if item_ids[offset] in stored]
             if not repeated:
                 raise  # not a repeated id: another process is ingesting this run too
@@ -150,7 +158,7 @@ def _ingest_slices(
 
 
 @contextmanager
-def _collector_skipping_older_objects() -> Iterator[None]:
+def collector_skipping_older_objects() -> Iterator[None]:
     """Let the garbage collector skip the objects that exist before ingestion.
 
     Ingestion keeps a slice of young objects alive at a time (thousands of items,
@@ -172,23 +180,24 @@ def _collector_skipping_older_objects() -> Iterator[None]:
 
 
 def _cancel_requested(storage: Storage, run_id: str) -> bool:
-    current = storage.get_run(run_id)
+    current = storage.runs.get(run_id)
     return current is not None and current.control_state is RunControlState.CANCEL_REQUESTED
 
 
-def _slices(
-    source: Iterable[BatchItem] | CheckpointedItemSource, record: RunRecord, size: int
+def input_slices(
+    source: Iterable[BatchItem] | CheckpointedItemSource, stored_checkpoint: str | None, size: int
 ) -> Iterator[tuple[list[BatchItem], Any]]:
-    """The not yet stored part of the input, ``size`` items at a time, each slice with
-    the source checkpoint after its last item (None for plain iterables)."""
+    """The input after ``stored_checkpoint`` (JSON; None: from the start), ``size``
+    items at a time, each slice with the source checkpoint after its last item (None
+    for plain iterables, which are always read from the start)."""
     if not isinstance(source, CheckpointedItemSource):
         iterator = iter(source)
         while items := list(itertools.islice(iterator, size)):
             yield items, None
         return
     checkpoint = (
-        json.loads(record.source_checkpoint)
-        if record.source_checkpoint is not None
+        json.loads(stored_checkpoint)
+        if stored_checkpoint is not None
         else source.initial_checkpoint()
     )
     records = source.iter_from(checkpoint)
@@ -203,7 +212,7 @@ def _slices(
         yield [entry.item for entry in batch], batch[-1].checkpoint
 
 
-def _item_ids(items: list[BatchItem], first_position: int) -> list[str]:
+def item_ids_of(items: list[BatchItem], first_position: int) -> list[str]:
     """The ids of a slice, after checking that every entry is a BatchItem."""
     if not all(type(item) is BatchItem for item in items):
         for offset, item in enumerate(items):
@@ -215,7 +224,7 @@ def _item_ids(items: list[BatchItem], first_position: int) -> list[str]:
     return [item.item_id for item in items]
 
 
-def _check_unique_within(
+def check_unique_within(
     items: list[BatchItem], item_ids: list[str], fresh: list[int], first_position: int
 ) -> None:
     if len(fresh) == len(item_ids) and len(set(item_ids)) == len(item_ids):
@@ -243,7 +252,7 @@ def _duplicate_error(
 ) -> DuplicateItemIdError:
     """The error for an item whose id the run already stored as item ``stored_index``
     (the input position for checkpointed sources, which store every item in order)."""
-    stored_metadata = storage.item_metadata(record.run_pk, stored_index)
+    stored_metadata = storage.ingest.item_metadata(record.run_pk, stored_index)
     lineage = json.loads(stored_metadata).get(LINEAGE_KEY) if stored_metadata else None
     label = "input position" if checkpointed else "item index"
     stored_where = f"{label} {stored_index}" + _lineage_text(lineage)
@@ -264,7 +273,7 @@ def _lineage_text(lineage: Any) -> str:
     return f" ({lineage['source_ref']}, source_item_index {lineage.get('source_item_index')})"
 
 
-def _build_requests(
+def build_requests(
     items: list[BatchItem],
     fresh: list[int],
     first_position: int,
@@ -277,6 +286,7 @@ def _build_requests(
     and the segment bytes."""
     build_prompt = job.build_prompt
     build_request_line = provider.build_request_line
+    custom_id = provider.custom_id
     lines: list[bytes] = []
     new_items: list[NewItem] = []
     request_offset = 0
@@ -305,7 +315,7 @@ def _build_requests(
             )
         if not _is_plain_json(item.payload, 0):
             _check_payload_json(item, first_position + offset)
-        data = build_request_line(item.item_id, text, prompt.system_prompt)
+        data = build_request_line(custom_id(item.item_id, item_index), prompt)
         length = len(data.data)
         new_items.append(
             NewItem(
@@ -360,7 +370,7 @@ def _check_payload_json(item: BatchItem, position: int) -> None:
 
 
 def _metadata_json(item: BatchItem, position: int) -> str | None:
-    """``dumps_json(item.metadata)``, or None for no metadata."""
+    """``canonical_json(item.metadata)``, or None for no metadata."""
     metadata = item.metadata
     if not metadata:
         return None
@@ -371,7 +381,7 @@ def _metadata_json(item: BatchItem, position: int) -> str | None:
             if encoded is not None:
                 return encoded
     try:
-        return _CANONICAL_ENCODER.encode(dict(metadata))
+        return canonical_json(dict(metadata))
     except (TypeError, ValueError) as exc:
         raise ItemBuildError(
             f"the metadata of item {item.item_id!r} ({_where(item, position)}) is not "
@@ -379,12 +389,7 @@ def _metadata_json(item: BatchItem, position: int) -> str | None:
         ) from exc
 
 
-_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-"""Encodes exactly as :func:`~batchor.storage.base.dumps_json`, built once."""
-
-_LINEAGE_KEYS = frozenset(
-    {"partition_id", "source_item_index", "source_namespace", "source_primary_key", "source_ref"}
-)
+_LINEAGE_KEYS = frozenset(LINEAGE_FIELDS)
 _FILE_LINEAGE_TEMPLATE = (
     '{"batchor_lineage":{"partition_id":null,"source_item_index":%s,'
     '"source_namespace":%s,"source_primary_key":%s,"source_ref":%s}}'
@@ -392,10 +397,10 @@ _FILE_LINEAGE_TEMPLATE = (
 
 
 def _file_lineage_json(lineage: dict[str, Any]) -> str | None:
-    """The canonical JSON of ``{"batchor_lineage": lineage}`` for the lineage the
-    file sources write (alone or under a composite), built directly: it is the
-    metadata of most items, and this is several times faster than the encoder.
-    None for any other shape."""
+    """:func:`~batchor.types.canonical_json` of ``{"batchor_lineage": lineage}`` for
+    the lineage the file sources write (alone or under a composite), built directly:
+    it is the metadata of most items, and this is several times faster than the
+    encoder. None for any other shape."""
     index = lineage["source_item_index"]
     namespace = lineage["source_namespace"]
     key = lineage["source_primary_key"]

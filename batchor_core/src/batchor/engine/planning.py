@@ -6,16 +6,22 @@ Everything here takes values and returns values, so it is tested without I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
+from batchor.providers.base import BudgetUnit, EnqueueBudget, ProviderLimits
+from batchor.storage.records import BatchPlan, PendingRequest
 
-@dataclass(frozen=True, slots=True)
-class PendingRequest:
-    """What packing needs to know about a pending item."""
-
-    item_index: int
-    estimated_tokens: int
-    line_bytes: int
+__all__ = [
+    "BatchCounter",
+    "BatchLimits",
+    "BatchPlan",
+    "PendingRequest",
+    "batch_limits",
+    "estimate_cost_usd",
+    "pack_batch",
+    "plan_for_budget",
+    "poll_delay",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,21 +37,6 @@ class BatchLimits:
     max_bytes: int
     max_tokens: int | None = None
     max_item_tokens: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchPlan:
-    """The packed prefix of the pending queue.
-
-    The batch holds every pending item with index <= ``last_index`` except the
-    ``oversized`` ones, which can never fit any batch and must fail.
-    """
-
-    last_index: int | None = None
-    request_count: int = 0
-    estimated_tokens: int = 0
-    bytes: int = 0
-    oversized: list[int] = field(default_factory=list)
 
 
 def pack_batch(pending: Iterable[PendingRequest], limits: BatchLimits) -> BatchPlan:
@@ -79,9 +70,76 @@ def pack_batch(pending: Iterable[PendingRequest], limits: BatchLimits) -> BatchP
         last_index=last_index,
         request_count=count,
         estimated_tokens=tokens,
+        budget_units=tokens,
         bytes=size,
         oversized=oversized,
     )
+
+
+def batch_limits(
+    provider: ProviderLimits, *, budget: EnqueueBudget | None, free_units: int | None
+) -> BatchLimits:
+    """The limits of the next batch: ``provider``'s (already capped by the job and by
+    learned limits), and what is free of the enqueued-work budget.
+
+    A token budget caps the batch's estimated tokens (and makes a request larger
+    than the whole budget, or than ``per_batch``, impossible to send); a request
+    budget caps its request count.
+    """
+    requests = provider.max_requests_per_batch
+    size = min(provider.max_batch_bytes, provider.max_request_bytes + 1)
+    if budget is None:
+        return BatchLimits(max_requests=requests, max_bytes=size)
+    free = budget.total if free_units is None else free_units
+    per_batch = free if budget.per_batch is None else min(free, budget.per_batch)
+    if budget.unit is BudgetUnit.REQUESTS:
+        return BatchLimits(max_requests=max(0, min(requests, per_batch)), max_bytes=size)
+    return BatchLimits(
+        max_requests=requests,
+        max_bytes=size,
+        max_tokens=per_batch,
+        max_item_tokens=min(budget.total, budget.per_batch or budget.total),
+    )
+
+
+def plan_for_budget(plan: BatchPlan, budget: EnqueueBudget | None) -> BatchPlan:
+    """``plan`` with the budget units it holds: its tokens, or its request count."""
+    if budget is not None and budget.unit is BudgetUnit.REQUESTS:
+        return replace(plan, budget_units=plan.request_count)
+    return plan
+
+
+class BatchCounter:
+    """Counts the batches a stream of requests packs into, as :func:`pack_batch`
+    would pack them one after another (for plans: nothing is claimed)."""
+
+    def __init__(self, limits: BatchLimits) -> None:
+        self.limits = limits
+        self.batches = 0
+        self.oversized = 0
+        self._count = self._tokens = self._size = 0
+
+    def add(self, estimated_tokens: int, line_bytes: int) -> None:
+        limits = self.limits
+        size = line_bytes + 1
+        if size > limits.max_bytes or (
+            limits.max_item_tokens is not None and estimated_tokens > limits.max_item_tokens
+        ):
+            self.oversized += 1
+            return
+        if self._count == 0 or (
+            self._count + 1 > limits.max_requests
+            or self._size + size > limits.max_bytes
+            or (
+                limits.max_tokens is not None
+                and self._tokens + estimated_tokens > limits.max_tokens
+            )
+        ):
+            self.batches += 1
+            self._count = self._tokens = self._size = 0
+        self._count += 1
+        self._tokens += estimated_tokens
+        self._size += size
 
 
 def poll_delay(seconds_since_change: float, fixed_interval: float | None = None) -> float:

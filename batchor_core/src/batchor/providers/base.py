@@ -1,47 +1,41 @@
-"""The narrow protocol between the engine and a batch provider.
+"""The narrow, provider-neutral protocol between the engine and a batch API.
 
-The engine speaks only these types. A provider builds request lines, uploads
-and creates batches, reports their state, streams result files and parses each
-result line into a :class:`RequestOutcome`. Nothing provider-specific leaks out.
+The engine speaks only these types. Everything that differs between providers
+lives behind :class:`BatchProvider`: building a request line and its token
+estimate, the provider's limits, submitting (file upload + create, or inline
+requests), finding a batch a crash left unrecorded, reporting a batch's state,
+streaming its result files and parsing each line into a :class:`RequestOutcome`.
+Provider SDK errors become :class:`~batchor.errors.ProviderError` subclasses
+inside each provider module.
+
+:class:`ProviderConfig` is the base of each provider's settings; its ``kind``
+is stored with a run, so a fresh process rebuilds the right adapter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, ClassVar, Protocol
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field
+
+from batchor.errors import Refusal
+from batchor.types import FrozenConfig, PromptParts
+
+# -- what the engine is told about batches ------------------------------------------------
 
 
-class ProviderCallError(Exception):
-    """A provider call failed. Adapters translate their SDK's errors into the
-    subclasses below, so the engine decides what to do without knowing the SDK.
-    Messages never carry credentials."""
+class BatchStatus(StrEnum):
+    """A provider batch's lifecycle state, in neutral terms.
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class TransientProviderError(ProviderCallError):
-    """Rate limits, 5xx, timeouts, connection errors: try again on a later step."""
-
-
-class RejectedCallError(ProviderCallError):
-    """The provider refused this call as made (400, 404, 422): retrying it unchanged fails."""
-
-
-class QuotaExhaustedError(ProviderCallError):
-    """The account is out of quota or billing is inactive: nothing will succeed until fixed."""
-
-
-class AuthenticationFailedError(ProviderCallError):
-    """The credentials are missing, wrong or lack permission."""
-
-
-class ProviderBatchStatus(StrEnum):
-    """A provider batch's lifecycle state (OpenAI's values)."""
+    Providers map their own states onto these: an Anthropic batch that ``ended``
+    is ``completed`` (its per-request results say which requests expired), a
+    Gemini ``JOB_STATE_RUNNING`` batch is ``in_progress``.
+    """
 
     VALIDATING = "validating"
     IN_PROGRESS = "in_progress"
@@ -58,12 +52,7 @@ class ProviderBatchStatus(StrEnum):
 
 
 _TERMINAL_STATUSES = frozenset(
-    {
-        ProviderBatchStatus.COMPLETED,
-        ProviderBatchStatus.FAILED,
-        ProviderBatchStatus.EXPIRED,
-        ProviderBatchStatus.CANCELLED,
-    }
+    {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
 )
 
 
@@ -77,16 +66,46 @@ class ProviderBatchError:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a provider reported (for one request, or summed over many)."""
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    """Of ``input_tokens``, those read from the provider's prompt cache."""
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Of ``output_tokens``, those spent on reasoning."""
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderBatch:
-    """What the provider says about one batch."""
+    """What the provider says about one batch.
+
+    ``batch_key`` is batchor's local key for it when the provider kept one (batch
+    metadata, a display name); ``result_files`` are the references to download,
+    in order, once it is terminal; ``refusal`` is set when the provider refused
+    the batch as a whole for one of its limits.
+    """
 
     batch_id: str
-    status: ProviderBatchStatus
+    status: BatchStatus
     created_at: float
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    output_file_id: str | None = None
-    error_file_id: str | None = None
+    batch_key: str | None = None
+    result_files: tuple[str, ...] = ()
     errors: tuple[ProviderBatchError, ...] = ()
+    refusal: Refusal | None = None
+    usage: Usage | None = None
+
+
+class OutcomeKind(StrEnum):
+    """What became of one request of a batch."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    """The provider executed the request and it failed (``retryable`` says if another
+    attempt may succeed)."""
+    NOT_EXECUTED = "not_executed"
+    """The provider never ran it (its batch expired or was cancelled first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,21 +113,54 @@ class RequestOutcome:
     """One parsed line of a result file.
 
     ``output_text`` is set on success. On failure ``error_code`` and
-    ``error_message`` explain it and ``retryable`` says whether another attempt
-    may succeed.
+    ``error_message`` explain it.
     """
 
     custom_id: str
+    kind: OutcomeKind = OutcomeKind.SUCCEEDED
     output_text: str | None = None
     error_code: str | None = None
     error_message: str | None = None
     retryable: bool = False
-    input_tokens: int | None = None
-    output_tokens: int | None = None
+    usage: Usage = field(default_factory=Usage)
 
     @property
     def succeeded(self) -> bool:
-        return self.error_code is None
+        return self.kind is OutcomeKind.SUCCEEDED
+
+
+class ResultLineError(ValueError):
+    """A result line the provider module cannot read (the engine skips and logs it;
+    the item it was for then counts as missing)."""
+
+
+# -- what the engine is told about the provider -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderLimits:
+    """Hard limits of one batch: requests, bytes of its input, bytes of one request."""
+
+    max_requests_per_batch: int
+    max_batch_bytes: int
+    max_request_bytes: int
+
+
+class BudgetUnit(StrEnum):
+    """What a provider's queue limit counts."""
+
+    TOKENS = "tokens"
+    REQUESTS = "requests"
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueBudget:
+    """How much work may wait at the provider at once for one model, across every run
+    sharing the storage (``total``), and at most in one batch (``per_batch``)."""
+
+    unit: BudgetUnit
+    total: int
+    per_batch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,31 +171,120 @@ class RequestLine:
     estimated_tokens: int
 
 
+class OutputKind(StrEnum):
+    """What a successful ``output_text`` holds: text (or the JSON of a
+    structured-output model), or JSON that is the output itself: an embedding
+    vector, or other data (a moderation verdict)."""
+
+    TEXT = "text"
+    EMBEDDING = "embedding"
+    DATA = "data"
+
+
 class BatchProvider(Protocol):
-    """What the engine needs from a provider."""
+    """What the engine needs from a provider, for one model.
+
+    Submission is crash-safe in two steps: :meth:`upload_input` (nothing for
+    providers that take requests inline) and :meth:`create_batch`. The engine
+    records its intent before creating; after a crash it asks
+    :meth:`find_batch` for a batch it may already have created.
+    """
 
     @property
     def model(self) -> str: ...
 
-    def build_request_line(
-        self, custom_id: str, prompt: str, system_prompt: str | None
-    ) -> RequestLine: ...
+    @property
+    def limits(self) -> ProviderLimits: ...
 
-    def upload_batch_file(self, path: Path) -> str: ...
+    @property
+    def enqueue_budget(self) -> EnqueueBudget | None: ...
 
-    def create_batch(self, input_file_id: str, metadata: Mapping[str, str]) -> ProviderBatch: ...
+    def custom_id(self, item_id: str, item_index: int) -> str:
+        """The id a request line carries for this item (unique within a run)."""
+        ...
+
+    def build_request_line(self, custom_id: str, prompt: PromptParts) -> RequestLine: ...
+
+    def upload_input(self, path: Path) -> str | None:
+        """Upload a batch's input file; the reference to create it from (or None)."""
+        ...
+
+    def create_batch(
+        self, *, input_ref: str | None, path: Path, batch_key: str, metadata: Mapping[str, str]
+    ) -> ProviderBatch: ...
+
+    def find_batch(
+        self, *, batch_key: str, created_after: float, request_count: int
+    ) -> ProviderBatch | None:
+        """The batch a crashed :meth:`create_batch` for ``batch_key`` may have made."""
+        ...
 
     def get_batch(self, batch_id: str) -> ProviderBatch: ...
 
-    def list_batches(self, created_after: float) -> Iterator[ProviderBatch]: ...
-
     def cancel_batch(self, batch_id: str) -> ProviderBatch: ...
 
-    def download_file(self, file_id: str, destination: BinaryIO) -> None: ...
+    def download(self, ref: str, destination: BinaryIO) -> None:
+        """Stream one of a batch's ``result_files`` into ``destination``."""
+        ...
 
-    def parse_result_line(self, line: bytes) -> RequestOutcome: ...
+    def parse_result_line(self, line: bytes) -> RequestOutcome:
+        """One result line as an outcome; :class:`ResultLineError` if unreadable."""
+        ...
 
 
-def json_object(value: Any) -> dict[str, Any]:
-    """``value`` if it is a JSON object, else an empty dict (for tolerant parsing)."""
-    return value if isinstance(value, dict) else {}
+# -- provider settings --------------------------------------------------------------------
+
+
+class ProviderConfig(FrozenConfig):
+    """Base of each provider's settings.
+
+    ``api_key`` is held in memory only: it is excluded from ``model_dump()`` and
+    ``repr()``, and that dump is what a run stores. The fields in
+    :attr:`OPERATIONAL_FIELDS` say where and how to reach the API, not what to
+    ask it, so they may change between processes without making it another job.
+    """
+
+    OPERATIONAL_FIELDS: ClassVar[tuple[str, ...]] = (
+        "base_url",
+        "poll_interval",
+        "request_timeout",
+        "max_retries",
+    )
+
+    kind: str
+    model: str = Field(min_length=1)
+    api_key: str | None = Field(default=None, repr=False, exclude=True)
+    base_url: str | None = None
+    request_options: dict[str, Any] = Field(default_factory=dict)
+    poll_interval: float | None = Field(default=None, gt=0)
+    request_timeout: float = Field(default=600.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+
+    @property
+    def output_kind(self) -> OutputKind:
+        """What successful outputs hold (see :class:`OutputKind`)."""
+        return OutputKind.TEXT
+
+    @property
+    def max_output_tokens(self) -> int | None:
+        """The most output tokens one request may produce, when the settings say."""
+        return None
+
+    @property
+    def budget_scope(self) -> str:
+        """Which enqueued-work budget this model's batches share: the provider, the
+        service's host and the model (never credentials)."""
+        host = urlsplit(self.base_url).hostname if self.base_url else None
+        return f"{self.kind}:{host or 'default'}:{self.model}"
+
+    def output_schema(self, model: type[BaseModel]) -> dict[str, Any]:
+        """The JSON schema requests ask for, after checking ``model`` against this
+        provider's rules (:class:`~batchor.StructuredOutputSchemaError` names the
+        offending path)."""
+        raise NotImplementedError
+
+    def create_provider(
+        self, *, api_key: str | None, output_schema: dict[str, Any] | None, schema_name: str
+    ) -> BatchProvider:
+        """The adapter that drives this provider's API (imports its SDK lazily)."""
+        raise NotImplementedError

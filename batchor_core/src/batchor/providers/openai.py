@@ -1,8 +1,9 @@
-"""The OpenAI Batch API: its configuration and the adapter the engine drives.
+"""The OpenAI Batch API (and services that speak it): settings and the adapter.
 
-The adapter uses the official ``openai`` client. The API key is held in memory
-only: :class:`OpenAIProviderConfig` excludes it from ``model_dump()`` and
-``repr()``, and that dump is what a run stores.
+The adapter uses the official ``openai`` client, imported on first use. Requests
+are JSONL lines uploaded through the Files API; a batch's metadata carries
+batchor's local batch key, which is how a batch a crash left unrecorded is found
+again. Request lines use the item id as ``custom_id``.
 """
 
 from __future__ import annotations
@@ -10,28 +11,41 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from batchor.engine.tokens import estimate_prompt_tokens
-from batchor.errors import ConfigurationError
-from batchor.job import FrozenConfig
+from batchor.errors import (
+    ConfigurationError,
+    ProviderAuthenticationError,
+    ProviderError,
+    ProviderRejectedError,
+    QuotaExhaustedError,
+    Refusal,
+    RefusalKind,
+    TransientProviderError,
+)
 from batchor.providers.base import (
-    AuthenticationFailedError,
+    BatchProvider,
+    BatchStatus,
+    BudgetUnit,
+    EnqueueBudget,
+    OutcomeKind,
+    OutputKind,
     ProviderBatch,
     ProviderBatchError,
-    ProviderBatchStatus,
-    ProviderCallError,
-    QuotaExhaustedError,
-    RejectedCallError,
+    ProviderConfig,
+    ProviderLimits,
     RequestLine,
     RequestOutcome,
-    TransientProviderError,
-    json_object,
+    ResultLineError,
+    Usage,
 )
+from batchor.providers.schema import strict_json_schema
+from batchor.providers.tokens import estimate_prompt_tokens
+from batchor.types import FrozenConfig, PromptParts
 
 if TYPE_CHECKING:
     import openai
@@ -85,7 +99,7 @@ class OpenAIEnqueueLimitConfig(FrozenConfig):
         return self
 
 
-class OpenAIProviderConfig(FrozenConfig):
+class OpenAIProviderConfig(ProviderConfig):
     """Which model and endpoint to call, and how.
 
     ``api_key`` defaults to ``$OPENAI_API_KEY`` and ``base_url`` to
@@ -95,15 +109,9 @@ class OpenAIProviderConfig(FrozenConfig):
     (fast while batches are young, backing off to a minute while nothing changes).
     """
 
-    model: str = Field(min_length=1)
-    api_key: str | None = Field(default=None, repr=False, exclude=True)
-    base_url: str | None = None
+    kind: Literal["openai"] = "openai"
     endpoint: OpenAIEndpoint = "/v1/responses"
     completion_window: Literal["24h"] = "24h"
-    request_options: dict[str, Any] = Field(default_factory=dict)
-    poll_interval: float | None = Field(default=None, gt=0)
-    request_timeout: float = Field(default=600.0, gt=0)
-    max_retries: int = Field(default=5, ge=0)
     enqueue_limits: OpenAIEnqueueLimitConfig | None = None
 
     @model_validator(mode="after")
@@ -120,6 +128,37 @@ class OpenAIProviderConfig(FrozenConfig):
             raise ValueError(f"request_options must be JSON-serialisable: {exc}") from exc
         return self
 
+    @property
+    def output_kind(self) -> OutputKind:
+        return OutputKind.EMBEDDING if self.endpoint == "/v1/embeddings" else OutputKind.TEXT
+
+    @property
+    def max_output_tokens(self) -> int | None:
+        for name in ("max_output_tokens", "max_completion_tokens", "max_tokens"):
+            value = self.request_options.get(name)
+            if type(value) is int:
+                return value
+        return None
+
+    def output_schema(self, model: type[BaseModel]) -> dict[str, Any]:
+        if self.endpoint == "/v1/embeddings":
+            raise ConfigurationError("structured_output cannot be used with /v1/embeddings")
+        return strict_json_schema(model)
+
+    def create_provider(
+        self, *, api_key: str | None, output_schema: dict[str, Any] | None, schema_name: str
+    ) -> BatchProvider:
+        return OpenAIBatchProvider(
+            self, api_key=api_key, output_schema=output_schema, schema_name=schema_name
+        )
+
+
+OPENAI_LIMITS = ProviderLimits(
+    max_requests_per_batch=50_000,
+    max_batch_bytes=190 * 1024 * 1024,  # OpenAI's 200 MB, less a safety margin
+    max_request_bytes=190 * 1024 * 1024,
+)
+
 
 class OpenAIBatchProvider:
     """Drives OpenAI's Files and Batches API for one model and endpoint."""
@@ -129,21 +168,19 @@ class OpenAIBatchProvider:
         config: OpenAIProviderConfig,
         *,
         api_key: str | None = None,
-        response_schema: dict[str, Any] | None = None,
+        output_schema: dict[str, Any] | None = None,
         schema_name: str = "output",
     ) -> None:
-        if response_schema is not None and config.endpoint == "/v1/embeddings":
-            raise ConfigurationError("structured_output cannot be used with /v1/embeddings")
         self._config = config
         self._api_key = api_key
         self._openai_client: openai.OpenAI | None = None
         # Request lines are assembled from pre-serialised fragments: the body's
         # fixed part (model, options, schema) is encoded once, not once per item.
-        fixed_body = _dumps(self._request_body_template(response_schema, schema_name))
+        fixed_body = _dumps(self._request_body_template(output_schema, schema_name))
         self._line_head = (
             f',"method":"POST","url":{_dumps(config.endpoint)},"body":{fixed_body[:-1]}'
         )
-        schema_text = json.dumps(response_schema) if response_schema else ""
+        schema_text = json.dumps(output_schema) if output_schema else ""
         self._schema_tokens = estimate_prompt_tokens(schema_text, None) if schema_text else 0
 
     @property
@@ -170,6 +207,21 @@ class OpenAIBatchProvider:
     def model(self) -> str:
         return self._config.model
 
+    @property
+    def limits(self) -> ProviderLimits:
+        return OPENAI_LIMITS
+
+    @property
+    def enqueue_budget(self) -> EnqueueBudget | None:
+        limits = self._config.enqueue_limits
+        if limits is None:
+            return None
+        return EnqueueBudget(
+            unit=BudgetUnit.TOKENS,
+            total=limits.enqueued_token_budget,
+            per_batch=limits.max_batch_enqueued_tokens,
+        )
+
     def _request_body_template(
         self, schema: dict[str, Any] | None, schema_name: str
     ) -> dict[str, Any]:
@@ -192,68 +244,76 @@ class OpenAIBatchProvider:
             }
         return body
 
-    def build_request_line(
-        self, custom_id: str, prompt: str, system_prompt: str | None
-    ) -> RequestLine:
+    def custom_id(self, item_id: str, item_index: int) -> str:
+        return item_id
+
+    def build_request_line(self, custom_id: str, prompt: PromptParts) -> RequestLine:
         endpoint = self._config.endpoint
+        text, system_prompt = prompt.prompt, prompt.system_prompt
         if endpoint == "/v1/responses":
-            fields = f',"input":{_dumps(prompt)}'
+            fields = f',"input":{_dumps(text)}'
             if system_prompt:
                 fields += f',"instructions":{_dumps(system_prompt)}'
         elif endpoint == "/v1/chat/completions":
-            messages = [{"role": "user", "content": prompt}]
+            messages = [{"role": "user", "content": text}]
             if system_prompt:
                 messages.insert(0, {"role": "system", "content": system_prompt})
             fields = f',"messages":{_dumps(messages)}'
         else:
-            text = prompt if not system_prompt else f"{system_prompt}\n\n{prompt}"
-            fields = f',"input":{_dumps(text)}'
+            joined = text if not system_prompt else f"{system_prompt}\n\n{text}"
+            fields = f',"input":{_dumps(joined)}'
         line = f'{{"custom_id":{_dumps(custom_id)}{self._line_head}{fields}}}}}'
         return RequestLine(
             data=line.encode("utf-8"),
-            estimated_tokens=estimate_prompt_tokens(prompt, system_prompt) + self._schema_tokens,
+            estimated_tokens=estimate_prompt_tokens(text, system_prompt) + self._schema_tokens,
         )
 
-    def upload_batch_file(self, path: Path) -> str:
+    def upload_input(self, path: Path) -> str:
         def upload() -> str:
             with path.open("rb") as handle:
                 return self._client.files.create(file=(path.name, handle), purpose="batch").id
 
         return _translated(upload)
 
-    def create_batch(self, input_file_id: str, metadata: Mapping[str, str]) -> ProviderBatch:
+    def create_batch(
+        self, *, input_ref: str | None, path: Path, batch_key: str, metadata: Mapping[str, str]
+    ) -> ProviderBatch:
+        assert input_ref is not None, "OpenAI batches are created from an uploaded file"
         batch = _translated(
             lambda: self._client.batches.create(
-                input_file_id=input_file_id,
+                input_file_id=input_ref,
                 endpoint=self._config.endpoint,
                 completion_window=self._config.completion_window,
-                metadata=dict(metadata),
+                metadata={**metadata, BATCH_KEY_METADATA: batch_key},
             )
         )
         return _provider_batch(batch)
 
-    def get_batch(self, batch_id: str) -> ProviderBatch:
-        return _provider_batch(_translated(lambda: self._client.batches.retrieve(batch_id)))
+    def find_batch(
+        self, *, batch_key: str, created_after: float, request_count: int
+    ) -> ProviderBatch | None:
+        """The newest batch whose metadata carries ``batch_key``, looking back no
+        further than ``created_after``."""
 
-    def list_batches(self, created_after: float) -> Iterator[ProviderBatch]:
-        """Batches newest first, stopping at the first one created before ``created_after``."""
-
-        def recent() -> list[ProviderBatch]:
-            found: list[ProviderBatch] = []
+        def find() -> ProviderBatch | None:
             for batch in self._client.batches.list(limit=100):
                 if batch.created_at < created_after:
-                    break
-                found.append(_provider_batch(batch))
-            return found
+                    return None
+                if (batch.metadata or {}).get(BATCH_KEY_METADATA) == batch_key:
+                    return _provider_batch(batch)
+            return None
 
-        return iter(_translated(recent))
+        return _translated(find)
+
+    def get_batch(self, batch_id: str) -> ProviderBatch:
+        return _provider_batch(_translated(lambda: self._client.batches.retrieve(batch_id)))
 
     def cancel_batch(self, batch_id: str) -> ProviderBatch:
         return _provider_batch(_translated(lambda: self._client.batches.cancel(batch_id)))
 
-    def download_file(self, file_id: str, destination: BinaryIO) -> None:
+    def download(self, ref: str, destination: BinaryIO) -> None:
         def download() -> None:
-            with self._client.files.with_streaming_response.content(file_id) as response:
+            with self._client.files.with_streaming_response.content(ref) as response:
                 for chunk in response.iter_bytes(1024 * 1024):
                     destination.write(chunk)
 
@@ -264,9 +324,12 @@ class OpenAIBatchProvider:
             record = json.loads(line)
             custom_id = record["custom_id"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"unparseable result line: {exc}") from exc
-        return parse_openai_result(custom_id, record, self._config.endpoint)
+            raise ResultLineError(f"unparseable result line: {exc}") from exc
+        return parse_openai_result(str(custom_id), record, self._config.endpoint)
 
+
+BATCH_KEY_METADATA = "batchor_batch_key"
+"""Batch metadata key holding batchor's local batch key."""
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -281,20 +344,35 @@ def _translated(call: Callable[[], T]) -> T:
         raise _translate_error(exc) from exc
 
 
-def _translate_error(exc: openai.APIError) -> ProviderCallError:
+def _translate_error(exc: openai.APIError) -> ProviderError:
     import openai
 
     code = exc.code if isinstance(exc.code, str) else None
     message = _SECRET.sub(r"\1***", f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, openai.APIConnectionError):
+        message += f" ({_where(exc)})"
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return AuthenticationFailedError(message, code=code)
+        return ProviderAuthenticationError(
+            f"{message}; check OPENAI_API_KEY (or api_key=) and base_url", code=code
+        )
     if code in QUOTA_ERROR_CODES:
         return QuotaExhaustedError(message, code=code)
     if isinstance(
         exc, openai.BadRequestError | openai.NotFoundError | openai.UnprocessableEntityError
     ):
-        return RejectedCallError(message, code=code)
+        return ProviderRejectedError(message, code=code)
     return TransientProviderError(message, code=code)
+
+
+def _where(exc: openai.APIError) -> str:
+    """``POST http://host:port/v1/batches``: what a connection error tried to reach,
+    without credentials or query."""
+    request = getattr(exc, "request", None)
+    if request is None:
+        return "no request"
+    url = request.url
+    port = f":{url.port}" if url.port else ""
+    return f"{request.method} {url.scheme}://{url.host}{port}{url.path}"
 
 
 def _provider_batch(batch: Any) -> ProviderBatch:
@@ -308,45 +386,90 @@ def _provider_batch(batch: Any) -> ProviderBatch:
         )
     return ProviderBatch(
         batch_id=batch.id,
-        status=ProviderBatchStatus(batch.status),
+        status=BatchStatus(batch.status),
         created_at=float(batch.created_at),
-        metadata=dict(batch.metadata or {}),
-        output_file_id=batch.output_file_id,
-        error_file_id=batch.error_file_id,
+        batch_key=(batch.metadata or {}).get(BATCH_KEY_METADATA),
+        result_files=tuple(ref for ref in (batch.output_file_id, batch.error_file_id) if ref),
         errors=errors,
+        refusal=refusal_of(errors),
     )
+
+
+_ENQUEUED_LIMIT = re.compile(r"Limit:\s*([\d,]+)\s*enqueued tokens", re.IGNORECASE)
+
+
+def refusal_of(errors: tuple[ProviderBatchError, ...]) -> Refusal | None:
+    """The limit a failed batch's errors say it broke, if any (pure)."""
+    for error in errors:
+        if error.code == "token_limit_exceeded":
+            match = _ENQUEUED_LIMIT.search(error.message)
+            limit = int(match.group(1).replace(",", "")) if match else None
+            return Refusal(RefusalKind.ENQUEUED_TOKENS, limit, error.message)
+    return None
+
+
+NOT_EXECUTED_ERROR_CODES = frozenset({"batch_expired", "batch_cancelled"})
+"""Error-file codes of requests the batch ended before running."""
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty dict (for tolerant parsing)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _usage(body: dict[str, Any]) -> Usage:
+    """Usage of a responses, chat-completions or embeddings body."""
+    usage = _json_object(body.get("usage"))
+    input_details = _json_object(
+        usage.get("input_tokens_details", usage.get("prompt_tokens_details"))
+    )
+    output_details = _json_object(
+        usage.get("output_tokens_details", usage.get("completion_tokens_details"))
+    )
+    return Usage(
+        input_tokens=_int(usage.get("input_tokens", usage.get("prompt_tokens"))),
+        cached_input_tokens=_int(input_details.get("cached_tokens")),
+        output_tokens=_int(usage.get("output_tokens", usage.get("completion_tokens"))),
+        reasoning_tokens=_int(output_details.get("reasoning_tokens")),
+    )
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int else 0
 
 
 def parse_openai_result(custom_id: str, record: dict[str, Any], endpoint: str) -> RequestOutcome:
     """Turn one output- or error-file record into an outcome (pure)."""
-    response = json_object(record.get("response"))
+    response = _json_object(record.get("response"))
     status_code = response.get("status_code")
-    body = json_object(response.get("body"))
-    top_error = json_object(record.get("error"))
+    body = _json_object(response.get("body"))
+    top_error = _json_object(record.get("error"))
     if top_error or not response:
         code = str(top_error.get("code") or "request_failed")
         return RequestOutcome(
             custom_id=custom_id,
+            kind=OutcomeKind.NOT_EXECUTED
+            if code in NOT_EXECUTED_ERROR_CODES
+            else OutcomeKind.FAILED,
             error_code=code,
             error_message=str(top_error.get("message") or "the provider returned no response"),
             retryable=code in RETRYABLE_ERROR_CODES,
         )
     if status_code != 200:
-        error = json_object(body.get("error"))
+        error = _json_object(body.get("error"))
         code = str(error.get("code") or error.get("type") or f"http_{status_code}")
         return RequestOutcome(
             custom_id=custom_id,
+            kind=OutcomeKind.FAILED,
             error_code=code,
             error_message=str(error.get("message") or f"HTTP {status_code}"),
             retryable=(status_code in RETRYABLE_STATUS_CODES or code in RETRYABLE_ERROR_CODES),
         )
-    usage = json_object(body.get("usage"))
-    input_tokens = usage.get("input_tokens", usage.get("prompt_tokens"))
-    output_tokens = usage.get("output_tokens", usage.get("completion_tokens"))
+    usage = _usage(body)
     if endpoint == "/v1/embeddings":
-        data = body.get("data") or [{}]
-        text: str | None = json.dumps(json_object(data[0]).get("embedding"))
-        problem = None if json_object(data[0]).get("embedding") is not None else "no embedding"
+        first = _json_object((body.get("data") or [{}])[0])
+        text: str | None = json.dumps(first.get("embedding"))
+        problem = None if first.get("embedding") is not None else "empty_output: no embedding"
     elif endpoint == "/v1/chat/completions":
         text, problem = _chat_text(body)
     else:
@@ -355,30 +478,24 @@ def parse_openai_result(custom_id: str, record: dict[str, Any], endpoint: str) -
         code, message = problem.split(": ", 1) if ": " in problem else (problem, problem)
         return RequestOutcome(
             custom_id=custom_id,
+            kind=OutcomeKind.FAILED,
             error_code=code,
             error_message=message,
-            retryable=False,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+            usage=usage,
         )
-    return RequestOutcome(
-        custom_id=custom_id,
-        output_text=text,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-    )
+    return RequestOutcome(custom_id=custom_id, output_text=text, usage=usage)
 
 
 def _responses_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
     if body.get("status") not in (None, "completed"):
-        reason = json_object(body.get("incomplete_details")).get("reason") or body.get("status")
+        reason = _json_object(body.get("incomplete_details")).get("reason") or body.get("status")
         return None, f"incomplete_output: the response ended as {reason!r}"
     parts: list[str] = []
     for output in body.get("output") or []:
-        if json_object(output).get("type") != "message":
+        if _json_object(output).get("type") != "message":
             continue
         for content in output.get("content") or []:
-            kind = json_object(content).get("type")
+            kind = _json_object(content).get("type")
             if kind == "refusal":
                 return None, f"refusal: {content.get('refusal', '')}"
             if kind == "output_text":
@@ -392,8 +509,8 @@ def _chat_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
     choices = body.get("choices") or []
     if not choices:
         return None, "empty_output: the completion has no choices"
-    choice = json_object(choices[0])
-    message = json_object(choice.get("message"))
+    choice = _json_object(choices[0])
+    message = _json_object(choice.get("message"))
     if message.get("refusal"):
         return None, f"refusal: {message['refusal']}"
     if choice.get("finish_reason") == "length":

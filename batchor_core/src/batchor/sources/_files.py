@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from batchor.errors import ConfigurationError, SourceRowError
-from batchor.job import LINEAGE_KEY, BatchItem
-from batchor.sources.base import JSONValue
+from batchor.types import LINEAGE_KEY, BatchItem, JSONValue, Lineage
 
 RowT = TypeVar("RowT")
 
@@ -90,7 +89,7 @@ class ItemBuilder(Generic[RowT]):
             except Exception as exc:
                 raise self._function_error("payload_from_row", exc, row, row_number) from exc
 
-        lineage = {
+        lineage: Lineage = {
             "source_ref": self._source_ref,
             "partition_id": None,
             "source_item_index": item_index,
@@ -212,7 +211,7 @@ class FileItemSource(Generic[RowT]):
         """Options that change which items are read; part of the identity."""
         return {}
 
-    def _durable_checkpoint(self, checkpoint: JSONValue) -> JSONValue:
+    def seal_checkpoint(self, checkpoint: JSONValue) -> JSONValue:
         """``checkpoint`` plus ``prefix_sha256`` when it has a ``byte_offset``."""
         if self.blank_bytes is None or not isinstance(checkpoint, dict):
             return checkpoint
@@ -252,8 +251,12 @@ class FileItemSource(Generic[RowT]):
                     return False
         return True
 
-    def _resume_conflict(
-        self, stored_identity: dict[str, JSONValue], stored_checkpoint: JSONValue, complete: bool
+    def resume_conflict(
+        self,
+        stored_identity: dict[str, JSONValue],
+        stored_checkpoint: JSONValue,
+        *,
+        ingest_complete: bool,
     ) -> str | None:
         """See :func:`~batchor.sources.base.resume_conflict`."""
         current = self.source_identity()
@@ -273,7 +276,7 @@ class FileItemSource(Generic[RowT]):
             )
             return f"{type(self).__name__} is not the input the run was started with ({details})"
         if stored_checkpoint is None:
-            if complete:
+            if ingest_complete:
                 return f"{self._source_ref} had no rows when the run finished ingesting it"
             return None
         name = type(self).__name__
@@ -297,7 +300,7 @@ class FileItemSource(Generic[RowT]):
                 f"{self._source_ref} changed within the {rows} rows already ingested (its "
                 f"first {offset} bytes are not the ones read); only rows after them may change"
             )
-        if complete and not self._only_blank_after(offset):
+        if ingest_complete and not self._only_blank_after(offset):
             return (
                 f"{self._source_ref} has rows after the {rows} ingested, but the run has "
                 "finished ingesting; start a new run for them"

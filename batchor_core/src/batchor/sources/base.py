@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from batchor.job import BatchItem
-
-JSONValue = Any
-"""A value that survives ``json.dumps`` / ``json.loads`` unchanged."""
+from batchor.types import BatchItem, JSONValue
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +38,21 @@ class CheckpointedItemSource(Protocol):
     - ``iter_from(checkpoint)`` yields :class:`CheckpointedItem` values from
       ``checkpoint`` on, in a stable order; each carries the checkpoint that
       resumes after it.
+
+    Two optional hooks let a source accept resuming from an input that changed
+    after what was already ingested (a bad row fixed, rows appended):
+
+    - ``seal_checkpoint(checkpoint)`` returns what the runner stores for the
+      last item of a slice: the checkpoint plus whatever ``resume_conflict``
+      needs later (the built-in CSV and JSONL sources add the sha256 of the
+      file's bytes up to it). ``iter_from`` must accept the sealed form.
+    - ``resume_conflict(stored_identity, stored_checkpoint, *, ingest_complete)``
+      is asked when the identity differs from the stored one: it returns why the
+      source cannot continue the run, or None when it can (see
+      :func:`resume_conflict`). Without it, any change of identity is a conflict.
+
+    :class:`SealsCheckpoints` and :class:`ChecksResume` spell out the hooks'
+    signatures.
     """
 
     def source_identity(self) -> dict[str, JSONValue]: ...
@@ -50,16 +62,38 @@ class CheckpointedItemSource(Protocol):
     def iter_from(self, checkpoint: JSONValue) -> Iterator[CheckpointedItem]: ...
 
 
-def durable_checkpoint(source: CheckpointedItemSource, checkpoint: JSONValue) -> JSONValue:
-    """The checkpoint the runner stores for a slice whose last item has ``checkpoint``.
+@runtime_checkable
+class SealsCheckpoints(Protocol):
+    """The optional ``seal_checkpoint`` hook of a :class:`CheckpointedItemSource`."""
 
-    The built-in CSV and JSONL sources add ``prefix_sha256``, the digest of every
-    byte of the file up to that point, which is what lets :func:`resume_conflict`
-    accept a file changed only after it. Other sources store ``checkpoint`` as is;
-    ``iter_from`` accepts either form.
-    """
-    seal = getattr(source, "_durable_checkpoint", None)
-    return checkpoint if seal is None else seal(checkpoint)
+    def seal_checkpoint(self, checkpoint: JSONValue) -> JSONValue:
+        """What to store for a slice whose last item has ``checkpoint``."""
+        ...
+
+
+@runtime_checkable
+class ChecksResume(Protocol):
+    """The optional ``resume_conflict`` hook of a :class:`CheckpointedItemSource`."""
+
+    def resume_conflict(
+        self,
+        stored_identity: dict[str, JSONValue],
+        stored_checkpoint: JSONValue,
+        *,
+        ingest_complete: bool,
+    ) -> str | None:
+        """Why this source cannot continue a run started with ``stored_identity``
+        (None when it can)."""
+        ...
+
+
+def durable_checkpoint(source: CheckpointedItemSource, checkpoint: JSONValue) -> JSONValue:
+    """The checkpoint the runner stores for a slice whose last item has ``checkpoint``:
+    the source's :meth:`~SealsCheckpoints.seal_checkpoint` of it, or ``checkpoint``
+    as is for a source without that hook."""
+    if isinstance(source, SealsCheckpoints):
+        return source.seal_checkpoint(checkpoint)
+    return checkpoint
 
 
 def resume_conflict(
@@ -81,8 +115,8 @@ def resume_conflict(
     Any other difference (another file, a changed Parquet file, a custom source's
     identity) is a conflict.
     """
-    check = getattr(source, "_resume_conflict", None)
-    if check is None:
+    if not isinstance(source, ChecksResume):
         return f"{type(source).__name__}.source_identity() differs from the stored one"
-    reason: str | None = check(stored_identity, stored_checkpoint, ingest_complete)
-    return reason
+    return source.resume_conflict(
+        stored_identity, stored_checkpoint, ingest_complete=ingest_complete
+    )

@@ -3,22 +3,20 @@ as one logical input, with item ids namespaced per child."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import PurePath
 from typing import Any
 
 from batchor.errors import ConfigurationError
-from batchor.job import LINEAGE_KEY, BatchItem
 from batchor.sources._files import FileItemSource
 from batchor.sources.base import (
     CheckpointedItem,
     CheckpointedItemSource,
-    JSONValue,
     durable_checkpoint,
     resume_conflict,
 )
+from batchor.types import LINEAGE_KEY, BatchItem, JSONValue, Lineage, canonical_json, empty_lineage
 
 _UNSAFE_LABEL_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -127,15 +125,19 @@ class CompositeItemSource:
             )
         return child, checkpoint["checkpoint"]
 
-    def _durable_checkpoint(self, checkpoint: JSONValue) -> JSONValue:
+    def seal_checkpoint(self, checkpoint: JSONValue) -> JSONValue:
         child, child_checkpoint = self._read_checkpoint(checkpoint)
         return {
             "child": child,
             "checkpoint": durable_checkpoint(self._sources[child], child_checkpoint),
         }
 
-    def _resume_conflict(
-        self, stored_identity: dict[str, JSONValue], stored_checkpoint: JSONValue, complete: bool
+    def resume_conflict(
+        self,
+        stored_identity: dict[str, JSONValue],
+        stored_checkpoint: JSONValue,
+        *,
+        ingest_complete: bool,
     ) -> str | None:
         """See :func:`~batchor.sources.base.resume_conflict`: the children before the
         checkpoint's must be unchanged, that child must accept its own change, and
@@ -144,8 +146,8 @@ class CompositeItemSource:
         if stored_identity.get("kind") != "composite" or not isinstance(stored, list):
             return "the run was not started with a CompositeItemSource"
         current = [source.source_identity() for source in self._sources]
-        if len(stored) == len(current) and sorted(map(_canonical, stored)) == sorted(
-            map(_canonical, current)
+        if len(stored) == len(current) and sorted(map(canonical_json, stored)) == sorted(
+            map(canonical_json, current)
         ):
             return (
                 "the same children are given in a different order; the order decides the "
@@ -170,11 +172,14 @@ class CompositeItemSource:
             return f"the run was started with {len(stored)} children, not {len(current)}"
         if stored[child] != current[child]:
             reason = resume_conflict(
-                self._sources[child], stored[child], child_checkpoint, ingest_complete=complete
+                self._sources[child],
+                stored[child],
+                child_checkpoint,
+                ingest_complete=ingest_complete,
             )
             if reason is not None:
                 return f"child {child} ({self._describe_child(child)}): {reason}"
-        if complete and stored[child + 1 :] != current[child + 1 :]:
+        if ingest_complete and stored[child + 1 :] != current[child + 1 :]:
             return (
                 f"the children after child {child} changed, but the run has finished "
                 "ingesting; start a new run for new input"
@@ -192,22 +197,13 @@ class CompositeItemSource:
         return f"CompositeItemSource({list(self._sources)!r})"
 
 
-def _canonical(identity: Any) -> str:
-    return json.dumps(identity, sort_keys=True, default=str)
-
-
 def _namespaced(item: BatchItem, namespace: str) -> BatchItem:
     """``item`` with its id prefixed by ``namespace`` and the lineage updated."""
     metadata = dict(item.metadata)
     child_lineage = metadata.get(LINEAGE_KEY)
-    lineage: dict[str, Any] = {
-        "source_ref": None,
-        "partition_id": None,
-        "source_item_index": None,
-        "source_primary_key": None,
-        "source_namespace": None,
-        **(child_lineage if isinstance(child_lineage, Mapping) else {}),
-    }
+    lineage: Lineage = empty_lineage()
+    if isinstance(child_lineage, Mapping):
+        lineage.update(child_lineage)  # type: ignore[typeddict-item]
     inner_namespace = lineage["source_namespace"]
     if isinstance(inner_namespace, str) and inner_namespace and lineage["source_primary_key"]:
         lineage["source_namespace"] = f"{namespace}:{inner_namespace}"

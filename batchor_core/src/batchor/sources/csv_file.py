@@ -16,7 +16,8 @@ from typing import IO, Any
 
 from batchor.errors import ConfigurationError, SourceRowError
 from batchor.sources._files import FileItemSource, read_checkpoint_ints
-from batchor.sources.base import CheckpointedItem, JSONValue
+from batchor.sources.base import CheckpointedItem
+from batchor.types import JSONValue
 
 CsvRow = dict[str, str]
 

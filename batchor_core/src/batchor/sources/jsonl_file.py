@@ -9,7 +9,8 @@ from typing import Any
 
 from batchor.errors import SourceRowError
 from batchor.sources._files import FileItemSource, read_checkpoint_ints
-from batchor.sources.base import CheckpointedItem, JSONValue
+from batchor.sources.base import CheckpointedItem
+from batchor.types import JSONValue
 
 _CHECKPOINT_KEYS = ("byte_offset", "next_row_index", "lines_read")
 

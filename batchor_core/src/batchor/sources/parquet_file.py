@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 
 from batchor.errors import ConfigurationError
 from batchor.sources._files import FileItemSource, describe_columns, read_checkpoint_ints
-from batchor.sources.base import CheckpointedItem, JSONValue
+from batchor.sources.base import CheckpointedItem
+from batchor.types import JSONValue
 
 ParquetRow = dict[str, Any]
 

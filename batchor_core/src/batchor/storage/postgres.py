@@ -33,10 +33,12 @@ class PostgresStorage(Storage):
         engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True).execution_options(
             schema_translate_map={None: schema}
         )
-        with engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('batchor-schema'))"))
-            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-        super().__init__(engine)
+        description = (
+            f"PostgreSQL database {url.render_as_string(hide_password=True)} (schema {schema})"
+        )
+        super().__init__(engine, description=description)
 
     def _lock_for_migration(self, conn: Connection) -> None:
+        """One process at a time creates or migrates the schema (which may not exist yet)."""
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('batchor-schema'))"))
+        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.pool import StaticPool
 
-from batchor.errors import ConfigurationError
+from batchor.errors import ConfigurationError, StorageError
 from batchor.storage.base import Storage
 
 
@@ -18,7 +18,7 @@ def batchor_home() -> Path:
     return Path(os.environ.get("BATCHOR_HOME") or "~/.batchor").expanduser()
 
 
-def _begin_immediately_for_writes(engine: Any) -> None:
+def _begin_immediately_for_writes(engine: Any, *, journal_mode: str | None = None) -> None:
     """Let SQLAlchemy, not pysqlite, issue BEGIN: IMMEDIATE for writes, so two
     processes never deadlock upgrading a read lock, DEFERRED for reads."""
 
@@ -26,6 +26,8 @@ def _begin_immediately_for_writes(engine: Any) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        if journal_mode is not None:
+            cursor.execute(f"PRAGMA journal_mode = {journal_mode}")
         cursor.execute("PRAGMA busy_timeout = 60000")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -61,12 +63,15 @@ class SQLiteStorage(Storage):
                 )
             path = batchor_home() / f"{name}.sqlite3"
         self.path = Path(path).expanduser().resolve()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the directory of the SQLite database {self.path}: {exc}"
+            ) from None
         engine = create_engine(f"sqlite+pysqlite:///{self.path}", paramstyle="named")
-        _begin_immediately_for_writes(engine)
-        with engine.connect() as conn:
-            conn.connection.dbapi_connection.execute("PRAGMA journal_mode = WAL")  # type: ignore[union-attr]
-        super().__init__(engine)
+        _begin_immediately_for_writes(engine, journal_mode="WAL")
+        super().__init__(engine, description=f"SQLite database {self.path}")
 
     def default_artifact_root(self) -> str:
         return str(self.path.with_suffix(".artifacts"))
@@ -83,4 +88,4 @@ class MemoryStorage(Storage):
             connect_args={"check_same_thread": False},
         )
         _begin_immediately_for_writes(engine)
-        super().__init__(engine, serialize=True)
+        super().__init__(engine, description="in-memory SQLite database", serialize=True)

@@ -1,4 +1,4 @@
-"""Structured output: strict JSON schemas and importable model references.
+"""Structured output for OpenAI: the strict-mode JSON schema of a Pydantic model.
 
 OpenAI's strict mode accepts a subset of JSON Schema: the root is an object,
 every object lists all its properties in ``required`` and sets
@@ -11,12 +11,11 @@ that breaks one.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from pydantic import BaseModel
 
-from batchor.errors import StructuredOutputImportError, StructuredOutputSchemaError
+from batchor.errors import StructuredOutputSchemaError
 
 _ALLOWED_KEYWORDS = frozenset(
     {
@@ -96,26 +95,3 @@ def _check_node(node: Any, path: str, depth: int, model_name: str) -> None:
         _check_node(node["items"], f"{path}/items", depth + 1, model_name)
     for index, child in enumerate(node.get("anyOf", [])):
         _check_node(child, f"{path}/anyOf/{index}", depth, model_name)
-
-
-def model_reference(model: type[BaseModel]) -> str:
-    """``module:QualName`` of a module-level model, the form stored with a run."""
-    return f"{model.__module__}:{model.__qualname__}"
-
-
-def import_model(reference: str) -> type[BaseModel]:
-    """Import a structured-output class from its ``module:QualName`` reference."""
-    module_name, _, qualname = reference.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise StructuredOutputImportError(
-            f"cannot import the structured-output class {reference!r} ({exc}); "
-            "define it at module level in an importable module and make that module "
-            "importable in this process"
-        ) from exc
-    if not (isinstance(target, type) and issubclass(target, BaseModel)):
-        raise StructuredOutputImportError(f"{reference!r} is not a Pydantic model class")
-    return target

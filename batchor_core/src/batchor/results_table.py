@@ -1,14 +1,18 @@
 """Terminal results as an Arrow table: one row per item, one column per output field.
 
+This is the one results table batchor writes: ``Run.export_terminal_results``
+to ``.parquet``, ``batchor results -o x.parquet`` and the Dagster results asset.
 Columns, in order:
 
 - ``item_id``, ``status`` (``completed`` / ``failed``);
 - the output: one column per field of the structured-output model (typed:
   strings, integers, floats, booleans, lists and nested structs; anything else
-  as JSON text), or ``output_text`` for plain text jobs, or ``embedding``
-  (``list<double>``) for ``/v1/embeddings``;
-- ``error_code``, ``error_message``, ``attempts``, ``input_tokens``,
-  ``output_tokens``, ``sequence`` (terminal order);
+  as JSON text) followed by ``output_text`` (the raw reply), or ``output_text``
+  alone for plain text jobs, ``embedding`` (``list<double>``) for embeddings,
+  ``output_json`` (JSON text) for other data;
+- ``error_code``, ``error_message``, ``attempts``, ``resubmissions``,
+  ``input_tokens``, ``cached_input_tokens``, ``output_tokens``,
+  ``reasoning_tokens``, ``sequence`` (terminal order);
 - ``lineage`` (struct: ``source_ref``, ``partition_id``, ``source_item_index``,
   ``source_primary_key``, ``source_namespace``) and ``metadata`` (the item's
   other metadata as JSON text, or null).
@@ -30,20 +34,25 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel
 
-from batchor import ItemResult
-from batchor.job import LINEAGE_KEY
+from batchor.providers.base import OutputKind
+from batchor.results import ItemResult
+from batchor.types import LINEAGE_FIELDS, LINEAGE_KEY, canonical_json
 
 FIXED_COLUMNS = frozenset(
     {
         "item_id",
         "status",
         "output_text",
+        "output_json",
         "embedding",
         "error_code",
         "error_message",
         "attempts",
+        "resubmissions",
         "input_tokens",
+        "cached_input_tokens",
         "output_tokens",
+        "reasoning_tokens",
         "sequence",
         "lineage",
         "metadata",
@@ -51,13 +60,7 @@ FIXED_COLUMNS = frozenset(
 )
 
 LINEAGE_TYPE = pa.struct(
-    [
-        ("source_ref", pa.string()),
-        ("partition_id", pa.string()),
-        ("source_item_index", pa.int64()),
-        ("source_primary_key", pa.string()),
-        ("source_namespace", pa.string()),
-    ]
+    [(name, pa.int64() if name == "source_item_index" else pa.string()) for name in LINEAGE_FIELDS]
 )
 _PAGE_ROWS = 10_000
 
@@ -73,14 +76,24 @@ class _OutputColumn:
 class ResultsTableLayout:
     """The Arrow schema of a job's results and how each result becomes a row."""
 
-    def __init__(self, structured_output: type[BaseModel] | None, endpoint: str) -> None:
+    def __init__(
+        self,
+        structured_output: type[BaseModel] | None,
+        output_kind: OutputKind = OutputKind.TEXT,
+    ) -> None:
         if structured_output is not None:
+            # the raw text too: it stays readable whatever the model class becomes
             self._outputs = [
-                _model_field_column(name, field.annotation)
-                for name, field in structured_output.model_fields.items()
+                *(
+                    _model_field_column(name, field.annotation)
+                    for name, field in structured_output.model_fields.items()
+                ),
+                _OutputColumn("output_text", None, pa.string(), False),
             ]
-        elif endpoint == "/v1/embeddings":
+        elif output_kind is OutputKind.EMBEDDING:
             self._outputs = [_OutputColumn("embedding", None, pa.list_(pa.float64()), False)]
+        elif output_kind is OutputKind.DATA:
+            self._outputs = [_OutputColumn("output_json", None, pa.string(), True)]
         else:
             self._outputs = [_OutputColumn("output_text", None, pa.string(), False)]
         self._structured = structured_output is not None
@@ -92,8 +105,11 @@ class ResultsTableLayout:
                 ("error_code", pa.string()),
                 ("error_message", pa.string()),
                 ("attempts", pa.int64()),
+                ("resubmissions", pa.int64()),
                 ("input_tokens", pa.int64()),
+                ("cached_input_tokens", pa.int64()),
                 ("output_tokens", pa.int64()),
+                ("reasoning_tokens", pa.int64()),
                 ("sequence", pa.int64()),
                 ("lineage", LINEAGE_TYPE),
                 ("metadata", pa.string()),
@@ -117,8 +133,11 @@ class ResultsTableLayout:
             columns["error_code"].append(result.error.code if result.error else None)
             columns["error_message"].append(result.error.message if result.error else None)
             columns["attempts"].append(result.attempts)
+            columns["resubmissions"].append(result.resubmissions)
             columns["input_tokens"].append(result.usage.input_tokens)
+            columns["cached_input_tokens"].append(result.usage.cached_input_tokens)
             columns["output_tokens"].append(result.usage.output_tokens)
+            columns["reasoning_tokens"].append(result.usage.reasoning_tokens)
             columns["sequence"].append(result.sequence)
             metadata = dict(result.metadata)
             lineage = metadata.pop(LINEAGE_KEY, None)
@@ -135,11 +154,18 @@ class ResultsTableLayout:
         output = result.output
         if not self._structured:
             (only,) = self._outputs
-            value = output if only.column == "embedding" else result.output_text
-            columns[only.column].append(value)
+            if only.column == "output_text":
+                columns[only.column].append(result.output_text)
+            elif only.as_json:
+                columns[only.column].append(None if output is None else canonical_json(output))
+            else:
+                columns[only.column].append(output)
             return
         data = output.model_dump(mode="json") if isinstance(output, BaseModel) else None
         for column in self._outputs:
+            if column.field is None:  # output_text
+                columns[column.column].append(result.output_text)
+                continue
             if data is None:
                 columns[column.column].append(None)
                 continue
@@ -147,29 +173,6 @@ class ResultsTableLayout:
             columns[column.column].append(
                 json.dumps(value) if column.as_json and value is not None else value
             )
-
-
-def preview_markdown(table: pa.Table, *, rows: int = 10, width: int = 60) -> str:
-    """The first ``rows`` rows as a Markdown table (long cells shortened to ``width``)."""
-    shown = [name for name in table.column_names if name not in ("lineage", "metadata")]
-    head = table.select(shown).slice(0, rows).to_pylist()
-    lines = [
-        "| " + " | ".join(shown) + " |",
-        "| " + " | ".join("---" for _ in shown) + " |",
-    ]
-    for row in head:
-        lines.append("| " + " | ".join(_cell(row[name], width) for name in shown) + " |")
-    if table.num_rows > rows:
-        lines.append(f"\n_{rows} of {table.num_rows} rows_")
-    return "\n".join(lines)
-
-
-def _cell(value: Any, width: int) -> str:
-    if value is None:
-        return ""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = text.replace("\n", " ").replace("|", "\\|")
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _pages(results: Iterable[ItemResult]) -> Iterator[list[ItemResult]]:

@@ -1,0 +1,167 @@
+"""The SQL executor every storage port shares: transactions, the schema and its
+migrations, bulk writes, and the one place database errors become batchor's.
+
+One :class:`Database` serves SQLite files, in-memory SQLite and PostgreSQL; the
+public storage classes only build its SQLAlchemy engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, inspect, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from batchor.errors import StorageConflictError, StorageError
+from batchor.storage import schema
+
+WRITE_CHUNK = 5_000
+"""Rows per ``executemany`` and per page of bulk reads."""
+IN_CHUNK = 2_000
+"""Values per ``IN (...)`` list."""
+
+
+class Database:
+    """A SQLAlchemy engine with batchor's schema on it.
+
+    ``name`` says which database this is in messages (never with a password).
+    ``serialize``: one connection shared by threads (in-memory SQLite) needs one
+    transaction at a time. ``lock_for_migration`` serializes schema creation
+    between processes (PostgreSQL takes an advisory lock).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        name: str,
+        serialize: bool = False,
+        lock_for_migration: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.name = name
+        self._lock: threading.RLock | None = threading.RLock() if serialize else None
+        self._lock_for_migration = lock_for_migration
+        self.is_postgres = engine.dialect.name == "postgresql"
+        self._migrate()
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Connection]:
+        """One transaction; any database error leaving it is a :class:`StorageError`
+        naming this database (a unique-key collision a :class:`StorageConflictError`)."""
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(batchor_write=write)
+                with conn.begin():
+                    yield conn
+        except IntegrityError as exc:
+            raise StorageConflictError(f"{self.name}: {_reason(exc)}") from exc
+        except SQLAlchemyError as exc:
+            raise StorageError(f"{self.name}: {_reason(exc)}") from exc
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def write(self) -> Any:
+        """A write transaction (``with database.write() as conn:``)."""
+        return self.transaction(write=True)
+
+    def read(self) -> Any:
+        """A read transaction."""
+        return self.transaction(write=False)
+
+    def insert(self, table: Any) -> Any:
+        """The dialect's INSERT (for ``on_conflict_do_nothing``)."""
+        return (postgresql if self.is_postgres else sqlite).insert(table)
+
+    @staticmethod
+    def executemany(conn: Connection, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
+        """Execute ``statement`` once per row, compiled once and sent straight to the
+        driver: SQLAlchemy's per-row parameter processing dominates bulk writes
+        otherwise. Only for statements whose parameters need no type processing
+        (plain ints, floats, strings, booleans, None)."""
+        if not rows:
+            return
+        translate = conn.get_execution_options().get("schema_translate_map")
+        compiled = statement.compile(
+            dialect=conn.dialect,
+            schema_translate_map=translate,
+            render_schema_translate=bool(translate),
+        )
+        fixed = compiled.params
+        if compiled.positiontup is not None:
+            order = compiled.positiontup
+            parameters: list[Any] = [
+                tuple(row[name] if name in row else fixed[name] for name in order) for row in rows
+            ]
+        else:
+            parameters = [{**fixed, **row} for row in rows]
+        for start in range(0, len(parameters), WRITE_CHUNK):
+            conn.exec_driver_sql(compiled.string, parameters[start : start + WRITE_CHUNK])
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def _migrate(self) -> None:
+        """Create the schema, or check its version and migrate it forward.
+
+        The version is read before anything is created, so a database written by
+        a newer batchor is refused untouched; each migration step runs in the
+        same transaction as the version update.
+        """
+        with self.write() as conn:
+            if self._lock_for_migration is not None:
+                self._lock_for_migration(conn)
+            version = self._stored_version(conn)
+            if version is not None and version > schema.SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.name} has schema version {version}, newer than this batchor "
+                    f"({schema.SCHEMA_VERSION}); upgrade batchor-core"
+                )
+            if version is not None:
+                for step in range(version + 1, schema.SCHEMA_VERSION + 1):
+                    schema.MIGRATIONS[step](conn)
+            schema.metadata.create_all(conn, checkfirst=True)
+            if version is None:
+                conn.execute(
+                    schema.meta.insert().values(
+                        key="schema_version", value=str(schema.SCHEMA_VERSION)
+                    )
+                )
+            elif version < schema.SCHEMA_VERSION:
+                conn.execute(
+                    update(schema.meta)
+                    .where(schema.meta.c.key == "schema_version")
+                    .values(value=str(schema.SCHEMA_VERSION))
+                )
+
+    def _stored_version(self, conn: Connection) -> int | None:
+        translate = conn.get_execution_options().get("schema_translate_map") or {}
+        if not inspect(conn).has_table(schema.meta.name, schema=translate.get(None)):
+            return None
+        value = conn.execute(
+            select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+        ).scalar()
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise StorageError(
+                f"{self.name} records schema version {value!r}, which is not a number: it "
+                "was not written by batchor, or is damaged"
+            ) from None
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's own message, first line only (SQLAlchemy's wrapper repeats the
+    statement and its parameters, which may hold user data)."""
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

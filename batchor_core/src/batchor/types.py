@@ -1,0 +1,186 @@
+"""The value types every part of batchor shares; this module imports nothing of batchor
+but :mod:`batchor.errors`.
+
+- what a user hands in: :class:`BatchItem` and what ``build_prompt`` returns,
+  :class:`PromptParts`;
+- :class:`FrozenConfig`, the base of every settings object;
+- lineage: :data:`LINEAGE_KEY` and the :class:`Lineage` it holds;
+- :func:`canonical_json`, the one JSON encoding batchor stores, hashes and compares;
+- run ids (:data:`RUN_ID_PATTERN`, :func:`check_run_id`);
+- references to structured-output classes (:func:`model_reference`, :func:`import_model`);
+- :class:`Clock`, time as the engine sees it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypedDict
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from batchor.errors import ConfigurationError, StructuredOutputImportError
+
+JSONValue = Any
+"""A value that survives ``json.dumps`` / ``json.loads`` unchanged."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One logical input: a unique id, the payload ``build_prompt`` reads, metadata.
+
+    ``metadata`` travels with the item into its result; it must be JSON-serialisable.
+    """
+
+    item_id: str
+    payload: Any = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.item_id, str) or not self.item_id:
+            raise ConfigurationError(
+                f"BatchItem.item_id must be a non-empty string, got {self.item_id!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class PromptParts:
+    """What ``build_prompt(item)`` returns: the user prompt and an optional system prompt."""
+
+    prompt: str
+    system_prompt: str | None = None
+
+
+class FrozenConfig(BaseModel):
+    """Base of batchor's settings objects: immutable, no unknown fields, and invalid
+    values raise :class:`ConfigurationError` naming the field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'value'}: "
+                + error["msg"].removeprefix("Value error, ")
+                for error in exc.errors()
+            )
+            raise ConfigurationError(f"invalid {type(self).__name__}: {problems}") from exc
+
+
+# -- lineage ------------------------------------------------------------------------------
+
+LINEAGE_KEY = "batchor_lineage"
+"""``metadata`` key reserved for source lineage (see :class:`Lineage`)."""
+
+
+class Lineage(TypedDict):
+    """Where an item came from, under ``metadata["batchor_lineage"]``.
+
+    ``source_ref``: the file (absolute path) or other input reference;
+    ``partition_id``: the partition it belongs to (Dagster), if any;
+    ``source_item_index``: its 0-based position in that source;
+    ``source_primary_key``: its id within that source;
+    ``source_namespace``: the prefix a :class:`~batchor.CompositeItemSource` put
+    before that id (``item_id == f"{source_namespace}:{source_primary_key}"``).
+    """
+
+    source_ref: str | None
+    partition_id: str | None
+    source_item_index: int | None
+    source_primary_key: str | None
+    source_namespace: str | None
+
+
+LINEAGE_FIELDS: tuple[str, ...] = tuple(Lineage.__annotations__)
+"""The keys of a :class:`Lineage`, in their documented order."""
+
+
+def empty_lineage() -> Lineage:
+    """A lineage with every key present and unknown."""
+    return Lineage(
+        source_ref=None,
+        partition_id=None,
+        source_item_index=None,
+        source_primary_key=None,
+        source_namespace=None,
+    )
+
+
+# -- canonical JSON -----------------------------------------------------------------------
+
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON text batchor stores, hashes and compares: sorted keys, no spaces,
+    non-ASCII kept as is. Equal values always give equal text."""
+    return _CANONICAL_ENCODER.encode(value)
+
+
+# -- run ids ------------------------------------------------------------------------------
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+"""What a run id may be: safe in file names, URLs and provider metadata."""
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is safe in file names and URLs, else a ConfigurationError."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
+        raise ConfigurationError(
+            f"run_id {run_id!r} must be 1-128 characters of letters, digits, '_', '.', '-' "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
+# -- structured-output classes ------------------------------------------------------------
+
+
+def model_reference(model: type[BaseModel]) -> str:
+    """``module:QualName`` of a model class, the form stored with a run."""
+    return f"{model.__module__}:{model.__qualname__}"
+
+
+def import_model(reference: str) -> type[BaseModel]:
+    """Import a structured-output class from its ``module:QualName`` reference."""
+    module_name, _, qualname = reference.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise StructuredOutputImportError(
+            f"cannot import the structured-output class {reference!r} ({exc}); "
+            "define it at module level in an importable module and make that module "
+            "importable in this process"
+        ) from exc
+    if not (isinstance(target, type) and issubclass(target, BaseModel)):
+        raise StructuredOutputImportError(f"{reference!r} is not a Pydantic model class")
+    return target
+
+
+# -- time ---------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    """Time as the engine sees it (epoch seconds); tests inject their own."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real wall clock."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
