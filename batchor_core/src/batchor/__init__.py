@@ -59,9 +59,18 @@ from batchor.sources import (
     CsvItemSource,
     JsonlItemSource,
     ParquetItemSource,
+    file_format,
+    file_source,
 )
 from batchor.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Storage, open_storage
-from batchor.types import LINEAGE_KEY, BatchItem, Lineage, PromptParts, check_run_id
+from batchor.types import (
+    LINEAGE_KEY,
+    BatchItem,
+    Lineage,
+    PromptParts,
+    canonical_json,
+    check_run_id,
+)
 from batchor.worker import WorkerReport, run_worker
 
 __all__ = [
@@ -129,7 +138,10 @@ __all__ = [
     "TokenUsage",
     "TransientProviderError",
     "WorkerReport",
+    "canonical_json",
     "check_run_id",
+    "file_format",
+    "file_source",
     "open_storage",
     "run_worker",
 ]

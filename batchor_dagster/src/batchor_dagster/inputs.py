@@ -20,7 +20,6 @@ import base64
 import datetime as dt
 import decimal
 import hashlib
-import json
 import os
 import re
 import uuid
@@ -35,19 +34,17 @@ from batchor import (
     BatchItem,
     CheckpointedItemSource,
     ConfigurationError,
-    CsvItemSource,
     InputError,
-    JsonlItemSource,
-    ParquetItemSource,
+    Lineage,
     SourceRowError,
+    canonical_json,
     check_run_id,
+    file_format,
+    file_source,
 )
 
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _ROWS_PER_BATCH = 4096
-_PARQUET_SUFFIXES = (".parquet", ".pq")
-_CSV_SUFFIXES = (".csv",)
-_JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
 @dataclass(frozen=True)
@@ -120,7 +117,7 @@ def deterministic_run_id(
     covers their exact values, so two partitions never share an id.
     """
     digest = hashlib.sha256(
-        _canonical_json([name, partition_key, job, source_identity, items_digest])
+        canonical_json([name, partition_key, job, source_identity, items_digest]).encode()
     ).hexdigest()[:24]
     parts = [_slug(name, 48) or "batchor"]
     if partition_key is not None:
@@ -186,7 +183,7 @@ class _RowItems:
                     row_number=index + 1,
                     field=column,
                 )
-            lineage = {
+            lineage: Lineage = {
                 "source_ref": self._source_ref,
                 "partition_id": self._partition_key,
                 "source_item_index": index,
@@ -226,33 +223,14 @@ def _required_item_id(column: str) -> Callable[[Any], str]:
 
 
 def _file_input(path: str, item_id_column: str) -> UpstreamInput:
-    suffix = os.path.splitext(path)[1].lower()
-    item_id_from_row = _required_item_id(item_id_column)
-    source: CsvItemSource | JsonlItemSource | ParquetItemSource
-    if suffix in _PARQUET_SUFFIXES:
-        source = ParquetItemSource(
-            path, item_id_from_row=item_id_from_row, payload_from_row=json_safe
-        )
-        kind = "parquet"
-    elif suffix in _CSV_SUFFIXES:
-        source = CsvItemSource(path, item_id_from_row=item_id_from_row)
-        kind = "csv"
-    elif suffix in _JSONL_SUFFIXES:
-        source = JsonlItemSource(path, item_id_from_row=item_id_from_row)
-        kind = "jsonl"
-    else:
-        raise ConfigurationError(
-            f"upstream path {path!r}: cannot tell the format from its suffix {suffix!r}; "
-            "use .parquet, .csv, .jsonl or .ndjson"
-        )
-    identity = _canonical_json(source.source_identity()).decode("utf-8")
-    return UpstreamInput(items=source, kind=kind, identity=identity)
-
-
-def _canonical_json(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-    ).encode("utf-8")
+    source = file_source(
+        path, item_id_from_row=_required_item_id(item_id_column), payload_from_row=json_safe
+    )
+    return UpstreamInput(
+        items=source,
+        kind=file_format(path),
+        identity=canonical_json(source.source_identity()),
+    )
 
 
 def _slug(text: str, limit: int) -> str:

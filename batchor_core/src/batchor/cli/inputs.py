@@ -25,22 +25,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
+from batchor.errors import ConfigurationError
 from batchor.sources import (
     CheckpointedItemSource,
     CompositeItemSource,
-    CsvItemSource,
-    JsonlItemSource,
-    ParquetItemSource,
+    file_format,
+    file_source,
 )
 from batchor.types import BatchItem, PromptParts
 
-FORMATS_BY_SUFFIX = {
-    ".csv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
 CSV_ENCODING = "utf-8-sig"
 """UTF-8, with or without the byte-order mark spreadsheet programs write."""
 
@@ -151,14 +144,10 @@ class RowReader:
 
 def input_format(path: Path) -> str:
     """``csv``, ``jsonl`` or ``parquet``, from the file's extension."""
-    found = FORMATS_BY_SUFFIX.get(path.suffix.lower())
-    if found is None:
-        known = ", ".join(sorted(FORMATS_BY_SUFFIX))
-        raise typer.BadParameter(
-            f"{path}: unknown input format {path.suffix or '(no extension)'!r}; use one of {known}",
-            param_hint="'INPUT'",
-        )
-    return found
+    try:
+        return file_format(path)
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'INPUT'") from None
 
 
 def read_columns(path: Path, kind: str) -> list[str]:
@@ -223,30 +212,14 @@ def open_source(
     reader = RowReader(id_column, prompt.fields)
     sources: list[CheckpointedItemSource] = []
     for path in paths:
-        kind = input_format(path)
-        check_columns(path, read_columns(path, kind), wanted)
-        if kind == "csv":
-            sources.append(
-                CsvItemSource(
-                    path,
-                    item_id_from_row=reader.item_id,
-                    payload_from_row=reader.payload,
-                    encoding=CSV_ENCODING,
-                )
+        check_columns(path, read_columns(path, input_format(path)), wanted)
+        sources.append(
+            file_source(
+                path,
+                item_id_from_row=reader.item_id,
+                payload_from_row=reader.payload,
+                csv_encoding=CSV_ENCODING,
+                columns=list(wanted),
             )
-        elif kind == "jsonl":
-            sources.append(
-                JsonlItemSource(
-                    path, item_id_from_row=reader.item_id, payload_from_row=reader.payload
-                )
-            )
-        else:
-            sources.append(
-                ParquetItemSource(
-                    path,
-                    item_id_from_row=reader.item_id,
-                    payload_from_row=reader.payload,
-                    columns=list(wanted),
-                )
-            )
+        )
     return sources[0] if len(sources) == 1 else CompositeItemSource(sources)
