@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from batchor.artifacts.base import ArtifactStore, run_prefix
 from batchor.engine.config import RunConfig
 from batchor.engine.driver import RunDriver
-from batchor.engine.planning import estimate_cost_usd, poll_delay
+from batchor.engine.planning import estimated_cost_usd, poll_delay
 from batchor.errors import (
     ArtifactRuleError,
     ConfigurationError,
@@ -100,6 +100,15 @@ class Run:
         """Counts by item status, batches, tokens and cost, read from storage."""
         record = self._fresh_record()
         counts = self._storage.results.counts(record.run_pk)
+        provider = self.config.provider
+        price = provider.price()
+        spent = None if price is None else price.cost_usd(counts.usage)
+        remaining = estimated_cost_usd(
+            price,
+            counts.estimated_pending_tokens + counts.estimated_submitted_tokens,
+            counts.pending + counts.submitted,
+            provider.max_output_tokens,
+        )
         self._summary = RunSummary(
             run_id=record.run_id,
             status=record.status,
@@ -115,9 +124,7 @@ class Run:
             batches_total=counts.batches_total,
             input_tokens=counts.input_tokens,
             output_tokens=counts.output_tokens,
-            estimated_cost_usd=estimate_cost_usd(
-                record.model, counts.input_tokens, counts.output_tokens
-            ),
+            estimated_cost_usd=None if spent is None or remaining is None else spent + remaining,
             ingest_complete=record.ingest_complete,
             estimated_input_tokens=counts.estimated_input_tokens,
             last_error=record.last_error,
@@ -126,6 +133,10 @@ class Run:
             provider=record.provider or self.config.provider.kind,
             cached_input_tokens=counts.cached_input_tokens,
             reasoning_tokens=counts.reasoning_tokens,
+            cost_usd=spent,
+            estimated_remaining_cost_usd=remaining,
+            cost_limit_usd=record.cost_limit_usd,
+            learned_limits=self._storage.limits.get(provider.budget_scope),
         )
         return self._summary
 

@@ -6,6 +6,7 @@ but :mod:`batchor.errors`.
 - :class:`FrozenConfig`, the base of every settings object;
 - lineage: :data:`LINEAGE_KEY` and the :class:`Lineage` it holds;
 - :func:`canonical_json`, the one JSON encoding batchor stores, hashes and compares;
+- :class:`Usage`, the tokens a provider reports;
 - run ids (:data:`RUN_ID_PATTERN`, :func:`check_run_id`);
 - references to structured-output classes (:func:`model_reference`, :func:`import_model`);
 - :class:`Clock`, time as the engine sees it.
@@ -71,6 +72,18 @@ class FrozenConfig(BaseModel):
                 for error in exc.errors()
             )
             raise ConfigurationError(f"invalid {type(self).__name__}: {problems}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a provider reported (for one request, or summed over many)."""
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    """Of ``input_tokens``, those read from the provider's prompt cache."""
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Of ``output_tokens``, those spent on reasoning."""
 
 
 # -- lineage ------------------------------------------------------------------------------

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Protocol
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from batchor.errors import Refusal
-from batchor.types import FrozenConfig, PromptParts
+from batchor.types import FrozenConfig, PromptParts, Usage
 
 # -- what the engine is told about batches ------------------------------------------------
 
@@ -63,18 +63,6 @@ class ProviderBatchError:
     code: str
     message: str
     line: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Tokens a provider reported (for one request, or summed over many)."""
-
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    """Of ``input_tokens``, those read from the provider's prompt cache."""
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    """Of ``output_tokens``, those spent on reasoning."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +220,61 @@ class BatchProvider(Protocol):
         ...
 
 
+# -- prices -------------------------------------------------------------------------------
+# Every provider's batch API charges half its list price. Each provider module keeps
+# a table of batch prices (USD per million tokens) for the models it knows, matched by
+# the longest prefix of the model name; ``pricing=`` on a provider config extends or
+# overrides it per model. A model with no price gives token counts only.
+
+
+class ModelPrice(FrozenConfig):
+    """A model's batch price, in USD per million tokens.
+
+    ``cached_input`` is what input read from the provider's prompt cache costs
+    (``None``: the same as ``input``). Reasoning tokens are billed as output.
+    """
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _cached_is_not_dearer(self) -> ModelPrice:
+        if self.cached_input is not None and self.cached_input > self.input:
+            raise ValueError("cached_input may not cost more than input")
+        return self
+
+    def cost_usd(self, usage: Usage) -> float:
+        """What ``usage`` costs at this price."""
+        cached = min(usage.cached_input_tokens, usage.input_tokens)
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        return (
+            (usage.input_tokens - cached) * self.input
+            + cached * cached_price
+            + usage.output_tokens * self.output
+        ) / 1_000_000
+
+
+def find_price(
+    model: str, overrides: Mapping[str, ModelPrice], defaults: Mapping[str, ModelPrice]
+) -> ModelPrice | None:
+    """The price of ``model``: the longest matching prefix in ``overrides``, else in
+    ``defaults``; ``None`` when neither knows it."""
+    for table in (overrides, defaults):
+        matches = [name for name in table if model.startswith(name)]
+        if matches:
+            return table[max(matches, key=len)]
+    return None
+
+
+def batch_prices(table: Mapping[str, tuple[float, float, float]]) -> dict[str, ModelPrice]:
+    """``{model: (input, cached input, output)}`` as :class:`ModelPrice` values."""
+    return {
+        model: ModelPrice(input=input_price, cached_input=cached, output=output)
+        for model, (input_price, cached, output) in table.items()
+    }
+
+
 # -- provider settings --------------------------------------------------------------------
 
 
@@ -249,7 +292,10 @@ class ProviderConfig(FrozenConfig):
         "poll_interval",
         "request_timeout",
         "max_retries",
+        "pricing",
     )
+    DEFAULT_PRICES: ClassVar[Mapping[str, ModelPrice]] = {}
+    """The provider's batch prices by model-name prefix."""
 
     kind: str
     model: str = Field(min_length=1)
@@ -259,6 +305,13 @@ class ProviderConfig(FrozenConfig):
     poll_interval: float | None = Field(default=None, gt=0)
     request_timeout: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
+    pricing: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Batch prices by model-name prefix, over the provider's own table."""
+
+    def price(self) -> ModelPrice | None:
+        """This model's batch price (``None`` when neither ``pricing`` nor the
+        provider's table knows it)."""
+        return find_price(self.model, self.pricing, self.DEFAULT_PRICES)
 
     @property
     def output_kind(self) -> OutputKind:

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -32,6 +32,7 @@ from batchor.providers.base import (
     BatchStatus,
     BudgetUnit,
     EnqueueBudget,
+    ModelPrice,
     OutcomeKind,
     OutputKind,
     ProviderBatch,
@@ -41,11 +42,11 @@ from batchor.providers.base import (
     RequestLine,
     RequestOutcome,
     ResultLineError,
-    Usage,
+    batch_prices,
 )
 from batchor.providers.schema import strict_json_schema
 from batchor.providers.tokens import estimate_prompt_tokens
-from batchor.types import FrozenConfig, PromptParts
+from batchor.types import FrozenConfig, PromptParts, Usage
 
 if TYPE_CHECKING:
     import openai
@@ -99,6 +100,27 @@ class OpenAIEnqueueLimitConfig(FrozenConfig):
         return self
 
 
+OPENAI_BATCH_PRICES = batch_prices(
+    {  # model prefix: (input, cached input, output), USD per million tokens at batch prices
+        "gpt-5": (0.625, 0.0625, 5.0),
+        "gpt-5-mini": (0.125, 0.0125, 1.0),
+        "gpt-5-nano": (0.025, 0.0025, 0.2),
+        "gpt-4.1": (1.0, 0.25, 4.0),
+        "gpt-4.1-mini": (0.2, 0.05, 0.8),
+        "gpt-4.1-nano": (0.05, 0.0125, 0.2),
+        "gpt-4o": (1.25, 0.625, 5.0),
+        "gpt-4o-mini": (0.075, 0.0375, 0.3),
+        "o3": (1.0, 0.25, 4.0),
+        "o3-mini": (0.55, 0.275, 2.2),
+        "o4-mini": (0.55, 0.1375, 2.2),
+        "text-embedding-3-small": (0.01, 0.01, 0.0),
+        "text-embedding-3-large": (0.065, 0.065, 0.0),
+        "omni-moderation": (0.0, 0.0, 0.0),
+    }
+)
+"""Half of OpenAI's list prices (its Batch API discount), by model-name prefix."""
+
+
 class OpenAIProviderConfig(ProviderConfig):
     """Which model and endpoint to call, and how.
 
@@ -108,6 +130,8 @@ class OpenAIProviderConfig(ProviderConfig):
     ``poll_interval`` fixes the seconds between polls; by default polling adapts
     (fast while batches are young, backing off to a minute while nothing changes).
     """
+
+    DEFAULT_PRICES: ClassVar[Mapping[str, ModelPrice]] = OPENAI_BATCH_PRICES
 
     kind: Literal["openai"] = "openai"
     endpoint: OpenAIEndpoint = "/v1/responses"
