@@ -1,4 +1,4 @@
-"""``python -m batchor.testing`` serves on a port until terminated."""
+"""``python -m batchor.testing`` (and ``batchor emulator``): flags, faults, the docs' recipe."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from pathlib import Path
 import openai
 import pytest
 from local_server_kit import BatchKit
+
+from batchor.testing import Faults, default_responder
+from batchor.testing.cli import apply_fault_flags, load_responder, main
 
 
 @pytest.mark.slow
@@ -67,3 +70,51 @@ def test_module_help_lists_the_options() -> None:
 
     for option in ("--port", "--data-dir", "--pace-in-progress", "--token-limit", "--api-key"):
         assert option in result.stdout
+
+
+def test_fault_flags_become_the_faults_python_would_set() -> None:
+    faults = Faults()
+
+    apply_fault_flags(
+        faults,
+        {
+            "--http-error": ["429,method=POST,path=/batches,times=2,retry-after=1.5,code=slow"],
+            "--fail-batches": ["1,code=server_error,message=Down, sorry."],
+        },
+    )
+
+    first = faults.take_http_error("POST", "/v1/batches")
+    assert first is not None
+    assert (first.status, first.code, first.retry_after) == (429, "slow", 1.5)
+    assert faults.take_http_error("GET", "/v1/batches") is None
+    assert faults.take_http_error("POST", "/v1/batches") == first
+    assert faults.take_http_error("POST", "/v1/batches") is None
+    batch_fault = faults.take_batch_fault()
+    assert batch_fault is not None
+    assert (batch_fault.code, batch_fault.message) == ("server_error", "Down, sorry.")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["--http-error", "teapot"], "--http-error"),
+        (["--http-error", "200"], "--http-error"),
+        (["--fail-request-share", "1.5"], "--fail-request-share"),
+        (["--expire-batches", "1,completed=0.5"], "--expire-batches"),
+        (["--malform-line", "a,kind=garbled"], "--malform-line"),
+        (["--token-limit", "gpt-4.1"], "--token-limit"),
+        (["--responder", "json"], "--responder"),
+        (["--responder", "json:no_such_function"], "--responder"),
+    ],
+)
+def test_a_bad_flag_stops_the_command_naming_it(
+    arguments: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--port", "0", *arguments])
+
+    assert code == 2
+    assert named in capsys.readouterr().err
+
+
+def test_the_responder_flag_names_an_importable_function() -> None:
+    assert load_responder("batchor.testing:default_responder") is default_responder
