@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -53,6 +50,7 @@ from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderCon
 from batchor.results import RunStatus, RunSummary, TerminalResultsExport
 from batchor.run import Run
 from batchor.runner import BatchRunner, new_run_id
+from batchor.testing.cli import emulator as emulator_command
 from batchor.types import check_run_id, import_model
 
 
@@ -740,43 +738,9 @@ def worker(
         )
 
 
-@app.command()
-def emulator(
-    port: Annotated[
-        int,
-        typer.Option(
-            "--port", metavar="PORT", min=0, max=65535, help="Port to listen on (0: any free)."
-        ),
-    ] = 8000,
-    host: Annotated[
-        str, typer.Option("--host", metavar="HOST", help="Address to bind.")
-    ] = "127.0.0.1",
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            metavar="DIR",
-            file_okay=False,
-            show_default="temporary",
-            help="Keep files and batches here, across restarts.",
-        ),
-    ] = None,
-) -> None:
-    """Serve the local OpenAI-compatible Files + Batches API until Ctrl-C.
-
-    Point batchor at it with OPENAI_BASE_URL=http://HOST:PORT/v1 and any
-    OPENAI_API_KEY.
-    """
-    from batchor.testing import LocalBatchServer, serve
-
-    server = LocalBatchServer(host=host, port=port, data_dir=data_dir)
-    stop = threading.Event()
-
-    def on_terminate(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_terminate)
-    serve(server, announce=typer.echo, stop=stop)
+# The emulator's flags and behaviour live with the server, so that `batchor emulator`
+# and `python -m batchor.testing` are one command.
+app.command("emulator")(emulator_command)
 
 
 # -- entry point --------------------------------------------------------------------------
