@@ -33,7 +33,7 @@ from batchor.errors import (
     TransientProviderError,
 )
 from batchor.job import ArtifactPolicy, BatchJob, ChunkPolicy, RetryPolicy
-from batchor.providers.base import ProviderConfig
+from batchor.providers.base import ModelPrice, ProviderConfig
 from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
 from batchor.results import (
     ArtifactExport,
@@ -68,6 +68,7 @@ from batchor.types import (
     BatchItem,
     Lineage,
     PromptParts,
+    Usage,
     canonical_json,
     check_run_id,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "Lineage",
     "LocalArtifactStore",
     "MemoryStorage",
+    "ModelPrice",
     "OpenAIEnqueueLimitConfig",
     "OpenAIProviderConfig",
     "ParquetItemSource",
@@ -137,6 +139,7 @@ __all__ = [
     "TerminalResultsPage",
     "TokenUsage",
     "TransientProviderError",
+    "Usage",
     "WorkerReport",
     "canonical_json",
     "check_run_id",
