@@ -67,11 +67,19 @@ class ChunkPolicy(_Policy):
 
 
 class ArtifactPolicy(_Policy):
-    """What artifacts a run keeps. Request artifacts are always kept (they are how
-    retries are rebuilt); raw provider output/error files only when
-    ``persist_raw_output_artifacts`` is true."""
+    """What artifacts a run keeps, here and at the provider.
+
+    Request artifacts are always kept (they are how retries are rebuilt); raw
+    provider output/error files only when ``persist_raw_output_artifacts`` is
+    true. With ``delete_provider_files`` (the default), once a batch's results are
+    recorded batchor deletes what the provider keeps of it (input, output and error
+    files, or the batch itself where the API allows), so prompts and replies do not
+    sit at the provider until they expire; a failed deletion is retried on the
+    next steps and never fails the run.
+    """
 
     persist_raw_output_artifacts: bool = True
+    delete_provider_files: bool = True
 
 
 @dataclass(frozen=True)

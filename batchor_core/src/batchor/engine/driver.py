@@ -17,12 +17,14 @@ it sees of one.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -48,7 +50,7 @@ from batchor.providers.base import BatchProvider, OutcomeKind, ProviderBatch, Re
 from batchor.results import RunControlState, RunStatus
 from batchor.storage.base import Storage
 from batchor.storage.records import BatchPlan, BatchRecord, BatchState, PendingRequest, RunRecord
-from batchor.types import Clock
+from batchor.types import Clock, canonical_json
 
 logger = logging.getLogger("batchor")
 
@@ -56,6 +58,8 @@ LEASE_TTL_SECONDS = 120.0
 """How long a run stays leased to a driver after its last sign of life, by default."""
 ADOPTION_WINDOW_SECONDS = 600.0
 """How far back (before the create intent) to look for a batch to adopt."""
+CLEANUP_ATTEMPTS = 3
+"""Tries (one per step) to delete a batch's files at the provider before giving up."""
 
 
 def new_lease_owner() -> str:
@@ -175,13 +179,16 @@ class RunDriver:
                 self.batches.release(
                     batch.batch_pk, "run paused or cancelled", now=self.clock.now()
                 )
+                self.schedule_cleanup(batch, None, ())
                 changed = True
         record = self._record()
         if record.control_state is RunControlState.RUNNING and (
             record.next_submit_at is None or record.next_submit_at <= self.clock.now()
         ):
             changed |= self._submit_new_batches(record)
-        changed |= self._finish_if_done(self._record())
+        cleanups_left = self._clean_up(record)
+        if not cleanups_left:
+            changed |= self._finish_if_done(self._record())
         if changed and record.last_error is not None:
             self.runs.set_last_error(record.run_pk, None, now=self.clock.now())
         return changed
@@ -281,6 +288,7 @@ class RunDriver:
                     self._never_ran(batch, "upload_rejected", str(exc))
                     return True
                 self.batches.mark_uploaded(batch.batch_pk, input_ref)
+                batch = replace(batch, state=BatchState.UPLOADED, input_file_id=input_ref)
             if batch.state is BatchState.CREATING:
                 adopted = self.provider.find_batch(
                     batch_key=batch.local_key,
@@ -300,9 +308,11 @@ class RunDriver:
                 )
             except BatchRefusedError as exc:
                 self._refused(record, batch, exc.refusal)
+                self.schedule_cleanup(batch, None, ())
                 return True
             except ProviderRejectedError as exc:
                 self._never_ran(batch, "batch_rejected", str(exc))
+                self.schedule_cleanup(batch, None, ())
                 return True
         self.batches.mark_submitted(batch.batch_pk, created.batch_id, now=self.clock.now())
         return True
@@ -379,6 +389,44 @@ class RunDriver:
             f"{value:,}",
         )
 
+    # -- provider-side cleanup ----------------------------------------------------------
+
+    def schedule_cleanup(
+        self, batch: BatchRecord, batch_id: str | None, result_files: tuple[str, ...]
+    ) -> None:
+        """Remember to delete what the provider keeps of ``batch`` (its uploaded input,
+        its result files, the batch itself), when the artifact policy says so."""
+        if not self.config.artifact_policy.delete_provider_files:
+            return
+        refs = [ref for ref in (batch.input_file_id, *result_files) if ref]
+        if refs or batch_id:
+            cleanup = {"batch_id": batch_id, "refs": refs, "attempts": 0}
+            self.batches.set_pending_cleanup(batch.batch_pk, canonical_json(cleanup))
+
+    def _clean_up(self, record: RunRecord) -> bool:
+        """Try the run's pending provider-side deletions; returns whether some are
+        left to retry on a later step (each is given up after CLEANUP_ATTEMPTS)."""
+        left = False
+        for batch_pk, text in self.batches.pending_cleanups(record.run_pk):
+            cleanup = json.loads(text)
+            try:
+                self.provider.cleanup(cleanup["batch_id"], cleanup["refs"])
+            except ProviderError as exc:
+                cleanup["attempts"] += 1
+                if cleanup["attempts"] < CLEANUP_ATTEMPTS:
+                    self.batches.set_pending_cleanup(batch_pk, canonical_json(cleanup))
+                    left = True
+                    continue
+                logger.warning(
+                    "run %s: giving up deleting %s at the provider after %d tries: %s",
+                    self.run_id,
+                    ", ".join(cleanup["refs"]) or cleanup["batch_id"],
+                    cleanup["attempts"],
+                    exc,
+                )
+            self.batches.set_pending_cleanup(batch_pk, None)
+        return left
+
     # -- polling and collection ---------------------------------------------------------
 
     def _collector(self) -> Collector:
@@ -402,8 +450,9 @@ class RunDriver:
             return False
         if remote.refusal is not None:
             self._refused(record, batch, remote.refusal)
-            return True
-        self._collector().collect(batch, remote, cancelled_by_run=_cancelling(record))
+        else:
+            self._collector().collect(batch, remote, cancelled_by_run=_cancelling(record))
+        self.schedule_cleanup(batch, remote.batch_id, remote.result_files)
         return True
 
     # -- finishing ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ is stored with a run, so a fresh process rebuilds the right adapter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -213,6 +213,12 @@ class BatchProvider(Protocol):
 
     def download(self, ref: str, destination: BinaryIO) -> None:
         """Stream one of a batch's ``result_files`` into ``destination``."""
+        ...
+
+    def cleanup(self, batch_id: str | None, refs: Sequence[str]) -> None:
+        """Delete what the provider keeps of a collected (or never created) batch: the
+        files ``refs`` (its input and result files) and, where the API allows, the
+        batch itself. Something already gone is not an error."""
         ...
 
     def parse_result_line(self, line: bytes) -> RequestOutcome:

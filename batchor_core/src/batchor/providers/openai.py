@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, TypeVar
 
@@ -57,7 +57,14 @@ QUOTA_ERROR_CODES = frozenset(
 )
 _SECRET = re.compile(r"(sk-|Bearer )[A-Za-z0-9*_\-]{4,}")
 
-OpenAIEndpoint = Literal["/v1/responses", "/v1/chat/completions", "/v1/embeddings"]
+OpenAIEndpoint = Literal[
+    "/v1/responses",
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/completions",
+    "/v1/moderations",
+]
+"""The batch endpoints whose requests and replies are JSON text batchor builds and reads."""
 
 RETRYABLE_STATUS_CODES = frozenset({408, 409, 429, 500, 502, 503, 504})
 RETRYABLE_ERROR_CODES = frozenset(
@@ -122,20 +129,35 @@ OPENAI_BATCH_PRICES = batch_prices(
 
 
 class OpenAIProviderConfig(ProviderConfig):
-    """Which model and endpoint to call, and how.
+    """Which model and endpoint to call, and how: OpenAI, or any service that speaks
+    its Batch API (Groq, Together, Mistral, a LiteLLM proxy...).
 
     ``api_key`` defaults to ``$OPENAI_API_KEY`` and ``base_url`` to
     ``$OPENAI_BASE_URL`` (then OpenAI's). ``request_options`` are merged into
     every request body (``temperature``, ``max_output_tokens``, ``reasoning``...).
     ``poll_interval`` fixes the seconds between polls; by default polling adapts
     (fast while batches are young, backing off to a minute while nothing changes).
+
+    What services differ in: ``completion_window`` (any window the service takes,
+    e.g. Groq's ``"7d"``), ``max_requests_per_batch`` and ``max_batch_file_bytes``
+    (OpenAI's 50,000 requests and 200 MB by default). ``files_expire_after``:
+    seconds after which uploaded input files and the batch's output files expire
+    at the provider (``None``: the provider's default, 30 days at OpenAI); batchor
+    deletes them itself once collected (see :class:`~batchor.ArtifactPolicy`).
     """
 
     DEFAULT_PRICES: ClassVar[Mapping[str, ModelPrice]] = OPENAI_BATCH_PRICES
+    OPERATIONAL_FIELDS: ClassVar[tuple[str, ...]] = (
+        *ProviderConfig.OPERATIONAL_FIELDS,
+        "files_expire_after",
+    )
 
     kind: Literal["openai"] = "openai"
     endpoint: OpenAIEndpoint = "/v1/responses"
-    completion_window: Literal["24h"] = "24h"
+    completion_window: str = Field(default="24h", pattern=r"^\d+[hd]$")
+    max_requests_per_batch: int = Field(default=50_000, ge=1)
+    max_batch_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    files_expire_after: int | None = Field(default=7 * 86_400, ge=3_600, le=2_592_000)
     enqueue_limits: OpenAIEnqueueLimitConfig | None = None
 
     @model_validator(mode="after")
@@ -154,7 +176,11 @@ class OpenAIProviderConfig(ProviderConfig):
 
     @property
     def output_kind(self) -> OutputKind:
-        return OutputKind.EMBEDDING if self.endpoint == "/v1/embeddings" else OutputKind.TEXT
+        if self.endpoint == "/v1/embeddings":
+            return OutputKind.EMBEDDING
+        if self.endpoint == "/v1/moderations":
+            return OutputKind.DATA
+        return OutputKind.TEXT
 
     @property
     def max_output_tokens(self) -> int | None:
@@ -165,8 +191,11 @@ class OpenAIProviderConfig(ProviderConfig):
         return None
 
     def output_schema(self, model: type[BaseModel]) -> dict[str, Any]:
-        if self.endpoint == "/v1/embeddings":
-            raise ConfigurationError("structured_output cannot be used with /v1/embeddings")
+        if self.endpoint not in ("/v1/responses", "/v1/chat/completions"):
+            raise ConfigurationError(
+                f"structured_output needs /v1/responses or /v1/chat/completions, not "
+                f"{self.endpoint}"
+            )
         return strict_json_schema(model)
 
     def create_provider(
@@ -175,13 +204,6 @@ class OpenAIProviderConfig(ProviderConfig):
         return OpenAIBatchProvider(
             self, api_key=api_key, output_schema=output_schema, schema_name=schema_name
         )
-
-
-OPENAI_LIMITS = ProviderLimits(
-    max_requests_per_batch=50_000,
-    max_batch_bytes=190 * 1024 * 1024,  # OpenAI's 200 MB, less a safety margin
-    max_request_bytes=190 * 1024 * 1024,
-)
 
 
 class OpenAIBatchProvider:
@@ -233,7 +255,13 @@ class OpenAIBatchProvider:
 
     @property
     def limits(self) -> ProviderLimits:
-        return OPENAI_LIMITS
+        # a small margin under the byte limit: it is counted on the file as uploaded
+        max_bytes = int(self._config.max_batch_file_bytes * 0.95)
+        return ProviderLimits(
+            max_requests_per_batch=self._config.max_requests_per_batch,
+            max_batch_bytes=max_bytes,
+            max_request_bytes=max_bytes,
+        )
 
     @property
     def enqueue_budget(self) -> EnqueueBudget | None:
@@ -283,9 +311,10 @@ class OpenAIBatchProvider:
             if system_prompt:
                 messages.insert(0, {"role": "system", "content": system_prompt})
             fields = f',"messages":{_dumps(messages)}'
-        else:
+        else:  # embeddings, moderations and completions take one text
             joined = text if not system_prompt else f"{system_prompt}\n\n{text}"
-            fields = f',"input":{_dumps(joined)}'
+            name = "prompt" if endpoint == "/v1/completions" else "input"
+            fields = f',"{name}":{_dumps(joined)}'
         line = f'{{"custom_id":{_dumps(custom_id)}{self._line_head}{fields}}}}}'
         return RequestLine(
             data=line.encode("utf-8"),
@@ -293,22 +322,40 @@ class OpenAIBatchProvider:
         )
 
     def upload_input(self, path: Path) -> str:
+        expiry = self._expiry()
+
         def upload() -> str:
             with path.open("rb") as handle:
-                return self._client.files.create(file=(path.name, handle), purpose="batch").id
+                if expiry is None:
+                    return self._client.files.create(file=(path.name, handle), purpose="batch").id
+                return self._client.files.create(
+                    file=(path.name, handle), purpose="batch", expires_after=expiry
+                ).id
 
         return _translated(upload)
+
+    def _expiry(self) -> Any:
+        seconds = self._config.files_expire_after
+        return None if seconds is None else {"anchor": "created_at", "seconds": seconds}
 
     def create_batch(
         self, *, input_ref: str | None, path: Path, batch_key: str, metadata: Mapping[str, str]
     ) -> ProviderBatch:
         assert input_ref is not None, "OpenAI batches are created from an uploaded file"
+        options: dict[str, Any] = {}
+        expiry = self._expiry()
+        if expiry is not None:
+            options["output_expires_after"] = expiry
+        # No client-side retry here: a retried create that had reached the provider
+        # would make a second batch. A failed create leaves the batch "creating",
+        # and the next step finds it by its key (find_batch) or creates it then.
         batch = _translated(
-            lambda: self._client.batches.create(
+            lambda: self._client.with_options(max_retries=0).batches.create(
                 input_file_id=input_ref,
                 endpoint=self._config.endpoint,
-                completion_window=self._config.completion_window,
+                completion_window=self._config.completion_window,  # type: ignore[arg-type]
                 metadata={**metadata, BATCH_KEY_METADATA: batch_key},
+                **options,
             )
         )
         return _provider_batch(batch)
@@ -334,6 +381,18 @@ class OpenAIBatchProvider:
 
     def cancel_batch(self, batch_id: str) -> ProviderBatch:
         return _provider_batch(_translated(lambda: self._client.batches.cancel(batch_id)))
+
+    def cleanup(self, batch_id: str | None, refs: Sequence[str]) -> None:
+        """Delete the batch's files (a batch object itself cannot be deleted at OpenAI)."""
+        import openai
+
+        for ref in refs:
+            try:
+                self._client.files.delete(ref)
+            except openai.NotFoundError:
+                continue  # already gone
+            except openai.APIError as exc:
+                raise _translate_error(exc) from exc
 
     def download(self, ref: str, destination: BinaryIO) -> None:
         def download() -> None:
@@ -494,6 +553,16 @@ def parse_openai_result(custom_id: str, record: dict[str, Any], endpoint: str) -
         first = _json_object((body.get("data") or [{}])[0])
         text: str | None = json.dumps(first.get("embedding"))
         problem = None if first.get("embedding") is not None else "empty_output: no embedding"
+    elif endpoint == "/v1/moderations":
+        first = _json_object((body.get("results") or [None])[0])
+        text = json.dumps(first) if first else None
+        problem = None if first else "empty_output: the moderation has no result"
+    elif endpoint == "/v1/completions":
+        choice = _json_object((body.get("choices") or [None])[0])
+        text = choice.get("text") if isinstance(choice.get("text"), str) else None
+        problem = None if text is not None else "empty_output: the completion has no text"
+        if choice.get("finish_reason") == "length":
+            text, problem = None, "incomplete_output: the completion hit its token limit"
     elif endpoint == "/v1/chat/completions":
         text, problem = _chat_text(body)
     else:
