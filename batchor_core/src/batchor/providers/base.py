@@ -14,6 +14,8 @@ is stored with a run, so a fresh process rebuilds the right adapter.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -115,6 +117,19 @@ class RequestOutcome:
     @property
     def succeeded(self) -> bool:
         return self.kind is OutcomeKind.SUCCEEDED
+
+
+def tool_calls_text(calls: list[tuple[str, Any]]) -> str:
+    """The ``output_text`` of a reply that calls tools instead of answering:
+    ``{"tool_calls": [{"name": ..., "arguments": {...}}]}`` (the same for every
+    provider; arguments parsed from JSON text when they are)."""
+    decoded = []
+    for name, arguments in calls:
+        if isinstance(arguments, str):
+            with contextlib.suppress(ValueError):
+                arguments = json.loads(arguments)
+        decoded.append({"name": name, "arguments": arguments})
+    return json.dumps({"tool_calls": decoded}, ensure_ascii=False)
 
 
 class ResultLineError(ValueError):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from batchor.errors import (
     ConfigurationError,
+    ItemBuildError,
     ProviderAuthenticationError,
     ProviderError,
     ProviderRejectedError,
@@ -43,10 +44,20 @@ from batchor.providers.base import (
     RequestOutcome,
     ResultLineError,
     batch_prices,
+    tool_calls_text,
 )
 from batchor.providers.schema import strict_json_schema
-from batchor.providers.tokens import estimate_prompt_tokens
-from batchor.types import FrozenConfig, PromptParts, Usage
+from batchor.providers.tokens import estimate_prompt_parts_tokens, estimate_prompt_tokens
+from batchor.types import (
+    ContentPart,
+    FrozenConfig,
+    Message,
+    PromptParts,
+    RequestOptions,
+    Tool,
+    Usage,
+    message_text,
+)
 
 if TYPE_CHECKING:
     import openai
@@ -222,7 +233,8 @@ class OpenAIBatchProvider:
         self._openai_client: openai.OpenAI | None = None
         # Request lines are assembled from pre-serialised fragments: the body's
         # fixed part (model, options, schema) is encoded once, not once per item.
-        fixed_body = _dumps(self._request_body_template(output_schema, schema_name))
+        self._body_template = self._request_body_template(output_schema, schema_name)
+        fixed_body = _dumps(self._body_template)
         self._line_head = (
             f',"method":"POST","url":{_dumps(config.endpoint)},"body":{fixed_body[:-1]}'
         )
@@ -300,6 +312,8 @@ class OpenAIBatchProvider:
         return item_id
 
     def build_request_line(self, custom_id: str, prompt: PromptParts) -> RequestLine:
+        if prompt.messages or prompt.options is not None:
+            return self._full_request_line(custom_id, prompt)
         endpoint = self._config.endpoint
         text, system_prompt = prompt.prompt, prompt.system_prompt
         if endpoint == "/v1/responses":
@@ -319,6 +333,23 @@ class OpenAIBatchProvider:
         return RequestLine(
             data=line.encode("utf-8"),
             estimated_tokens=estimate_prompt_tokens(text, system_prompt) + self._schema_tokens,
+        )
+
+    def _full_request_line(self, custom_id: str, prompt: PromptParts) -> RequestLine:
+        """A request of any shape (messages, content parts, per-request options): the
+        body is encoded whole, the slower path the plain prompt avoids."""
+        endpoint = self._config.endpoint
+        body = {**self._body_template, **openai_input(endpoint, prompt)}
+        tools_text = ""
+        if prompt.options is not None:
+            body.update(openai_options(endpoint, prompt.options))
+            tools_text = _dumps(body["tools"]) if "tools" in body else ""
+        line = _dumps({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body})
+        return RequestLine(
+            data=line.encode("utf-8"),
+            estimated_tokens=estimate_prompt_parts_tokens(prompt)
+            + self._schema_tokens
+            + (estimate_prompt_tokens(tools_text, None) if tools_text else 0),
         )
 
     def upload_input(self, path: Path) -> str:
@@ -409,6 +440,138 @@ class OpenAIBatchProvider:
         except (ValueError, KeyError, TypeError) as exc:
             raise ResultLineError(f"unparseable result line: {exc}") from exc
         return parse_openai_result(str(custom_id), record, self._config.endpoint)
+
+
+def openai_input(endpoint: str, prompt: PromptParts) -> dict[str, Any]:
+    """The body fields holding ``prompt``'s conversation, for ``endpoint`` (pure);
+    :class:`~batchor.ItemBuildError` naming the field for what it cannot take."""
+    system, messages = prompt.conversation()
+    if endpoint == "/v1/responses":
+        fields: dict[str, Any] = {"input": [_responses_message(m) for m in messages]}
+        if system:
+            fields["instructions"] = system
+        return fields
+    if endpoint == "/v1/chat/completions":
+        chat = [_chat_message(m) for m in messages]
+        return {"messages": ([{"role": "system", "content": system}] if system else []) + chat}
+    texts = [system] if system else []
+    for message in messages:
+        if not isinstance(message.content, str) and any(
+            part.kind != "text" for part in message.content
+        ):
+            raise ItemBuildError(f"messages: {endpoint} takes text only, not images or files")
+        texts.append(message_text(message))
+    name = "prompt" if endpoint == "/v1/completions" else "input"
+    return {name: "\n\n".join(texts)}
+
+
+def _data_url(part: ContentPart) -> str:
+    if part.url is not None:
+        return part.url
+    if part.data is None or part.media_type is None:
+        raise ItemBuildError(f"messages: an {part.kind} part needs url, or data and media_type")
+    return f"data:{part.media_type};base64,{part.data}"
+
+
+def _responses_message(message: Message) -> dict[str, Any]:
+    if isinstance(message.content, str):
+        return {"role": message.role, "content": message.content}
+    text_type = "output_text" if message.role == "assistant" else "input_text"
+    content: list[dict[str, Any]] = []
+    for part in message.content:
+        if part.kind == "text":
+            content.append({"type": text_type, "text": part.text or ""})
+        elif message.role == "assistant":
+            raise ItemBuildError("messages: an assistant message may hold text only")
+        elif part.kind == "image":
+            content.append({"type": "input_image", "image_url": _data_url(part)})
+        else:
+            file: dict[str, Any] = {"type": "input_file", "file_data": _data_url(part)}
+            if part.filename:
+                file["filename"] = part.filename
+            content.append(file)
+    return {"role": message.role, "content": content}
+
+
+def _chat_message(message: Message) -> dict[str, Any]:
+    if isinstance(message.content, str):
+        return {"role": message.role, "content": message.content}
+    content: list[dict[str, Any]] = []
+    for part in message.content:
+        if part.kind == "text":
+            content.append({"type": "text", "text": part.text or ""})
+        elif message.role == "assistant":
+            raise ItemBuildError("messages: an assistant message may hold text only")
+        elif part.kind == "image":
+            content.append({"type": "image_url", "image_url": {"url": _data_url(part)}})
+        else:
+            file = {"file_data": _data_url(part)}
+            if part.filename:
+                file["filename"] = part.filename
+            content.append({"type": "file", "file": file})
+    return {"role": message.role, "content": content}
+
+
+def openai_options(endpoint: str, options: RequestOptions) -> dict[str, Any]:
+    """The body fields of per-request ``options`` for ``endpoint`` (pure)."""
+    fields: dict[str, Any] = {}
+    text_endpoints = ("/v1/responses", "/v1/chat/completions", "/v1/completions")
+    if options.temperature is not None:
+        fields["temperature"] = options.temperature
+    if options.top_p is not None:
+        fields["top_p"] = options.top_p
+    if options.max_output_tokens is not None:
+        fields[
+            {
+                "/v1/responses": "max_output_tokens",
+                "/v1/chat/completions": "max_completion_tokens",
+            }.get(endpoint, "max_tokens")
+        ] = options.max_output_tokens
+    if options.stop:
+        if endpoint == "/v1/responses":
+            raise ItemBuildError("options.stop: /v1/responses takes no stop sequences")
+        fields["stop"] = list(options.stop)
+    if options.metadata and endpoint in ("/v1/responses", "/v1/chat/completions"):
+        fields["metadata"] = dict(options.metadata)
+    if options.tools or options.tool_choice is not None:
+        if endpoint not in ("/v1/responses", "/v1/chat/completions"):
+            raise ItemBuildError(f"options.tools: {endpoint} takes no tools")
+        fields.update(_openai_tools(endpoint, options))
+    if fields and endpoint not in text_endpoints and set(fields) - {"metadata"}:
+        raise ItemBuildError(f"options: {endpoint} takes no generation options")
+    return fields
+
+
+def _openai_tools(endpoint: str, options: RequestOptions) -> dict[str, Any]:
+    chat = endpoint == "/v1/chat/completions"
+    fields: dict[str, Any] = {}
+    if options.tools:
+        fields["tools"] = [
+            {
+                "type": "function",
+                **({"function": _function(tool)} if chat else {**_function(tool)}),
+            }
+            for tool in options.tools
+        ]
+    choice = options.tool_choice
+    if choice in ("auto", "none", "required"):
+        fields["tool_choice"] = choice
+    elif choice is not None:
+        if choice not in {tool.name for tool in options.tools}:
+            raise ItemBuildError(f"options.tool_choice: no tool named {choice!r}")
+        fields["tool_choice"] = (
+            {"type": "function", "function": {"name": choice}}
+            if chat
+            else {"type": "function", "name": choice}
+        )
+    return fields
+
+
+def _function(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name, "parameters": dict(tool.parameters)}
+    if tool.description:
+        function["description"] = tool.description
+    return function
 
 
 BATCH_KEY_METADATA = "batchor_batch_key"
@@ -584,8 +747,12 @@ def _responses_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
         reason = _json_object(body.get("incomplete_details")).get("reason") or body.get("status")
         return None, f"incomplete_output: the response ended as {reason!r}"
     parts: list[str] = []
+    calls: list[tuple[str, Any]] = []
     for output in body.get("output") or []:
-        if _json_object(output).get("type") != "message":
+        kind = _json_object(output).get("type")
+        if kind == "function_call":
+            calls.append((str(output.get("name", "")), output.get("arguments")))
+        if kind != "message":
             continue
         for content in output.get("content") or []:
             kind = _json_object(content).get("type")
@@ -593,9 +760,11 @@ def _responses_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
                 return None, f"refusal: {content.get('refusal', '')}"
             if kind == "output_text":
                 parts.append(str(content.get("text", "")))
-    if not parts:
-        return None, "empty_output: the response has no output_text"
-    return "".join(parts), None
+    if parts:
+        return "".join(parts), None
+    if calls:
+        return tool_calls_text(calls), None
+    return None, "empty_output: the response has no output_text"
 
 
 def _chat_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -609,6 +778,13 @@ def _chat_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
     if choice.get("finish_reason") == "length":
         return None, "incomplete_output: the completion hit its token limit"
     content = message.get("content")
+    calls = [
+        (str(function.get("name", "")), function.get("arguments"))
+        for call in message.get("tool_calls") or []
+        if (function := _json_object(_json_object(call).get("function")))
+    ]
+    if content is None and calls:
+        return tool_calls_text(calls), None
     if content is None:
         return None, "empty_output: the completion has no content"
     return str(content), None
