@@ -43,6 +43,10 @@ class RunControlState(StrEnum):
     CANCEL_REQUESTED = "cancel_requested"
 
 
+COST_LIMIT_REASON = "cost_limit"
+"""``control_reason`` of a run paused because its next batch would cross its cost limit."""
+
+
 @dataclass(frozen=True, slots=True)
 class ItemError:
     """Why an item failed. ``retryable`` says whether another attempt could succeed."""

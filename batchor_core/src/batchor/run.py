@@ -31,6 +31,7 @@ from batchor.errors import (
 )
 from batchor.providers.base import OutputKind
 from batchor.results import (
+    COST_LIMIT_REASON,
     ArtifactExport,
     ArtifactPrune,
     ItemError,
@@ -222,6 +223,28 @@ class Run:
         if record.control_state is RunControlState.CANCEL_REQUESTED:
             raise RunStateError(f"run {self.run_id!r} is being cancelled; it cannot be resumed")
         self._storage.runs.resume(record.run_pk, now=self._clock.now())
+
+    def set_cost_limit(self, usd: float | None) -> None:
+        """Set (or with ``None`` lift) the run's cost limit; a run paused at its old
+        limit resumes. The limit caps what was spent plus what is in flight, at the
+        provider's batch prices (see :attr:`BatchJob.cost_limit_usd`)."""
+        if usd is not None and not (isinstance(usd, int | float) and usd > 0):
+            raise ConfigurationError(f"a cost limit must be a positive number of USD, got {usd!r}")
+        record = self._fresh_record()
+        self._require_controllable(record, "set the cost limit of")
+        if usd is not None and self.config.provider.price() is None:
+            raise ConfigurationError(
+                f"a cost limit needs a price for model {self.config.provider.model!r}: give "
+                "it with pricing={...} on the provider config"
+            )
+        now = self._clock.now()
+        self._storage.runs.set_cost_limit(record.run_pk, usd, now=now)
+        if (
+            record.control_state is RunControlState.PAUSED
+            and record.control_reason == COST_LIMIT_REASON
+        ):
+            self._storage.runs.resume(record.run_pk, now=now)
+            self._storage.runs.set_last_error(record.run_pk, None, now=now)
 
     def cancel(self, *, remote: bool = False) -> None:
         """Drain-style cancel: submit nothing new, keep collecting in-flight batches,

@@ -34,7 +34,12 @@ from batchor.engine.collect import Collector
 from batchor.engine.config import RunConfig
 from batchor.engine.limits import PlanningLimits, learned_value
 from batchor.engine.outcomes import replan
-from batchor.engine.planning import batch_limits, pack_batch, plan_for_budget
+from batchor.engine.planning import (
+    batch_limits,
+    estimated_cost_usd,
+    pack_batch,
+    plan_for_budget,
+)
 from batchor.errors import (
     BatchRefusedError,
     ProviderAuthenticationError,
@@ -47,7 +52,7 @@ from batchor.errors import (
     StorageError,
 )
 from batchor.providers.base import BatchProvider, OutcomeKind, ProviderBatch, RequestOutcome
-from batchor.results import RunControlState, RunStatus
+from batchor.results import COST_LIMIT_REASON, RunControlState, RunStatus
 from batchor.storage.base import Storage
 from batchor.storage.records import BatchPlan, BatchRecord, BatchState, PendingRequest, RunRecord
 from batchor.types import Clock, canonical_json
@@ -189,7 +194,14 @@ class RunDriver:
         cleanups_left = self._clean_up(record)
         if not cleanups_left:
             changed |= self._finish_if_done(self._record())
-        if changed and record.last_error is not None:
+        # the run moved on: an old error is stale (one raised in this step is not, and
+        # the explanation of a cost-limit pause stays until the limit is raised)
+        if (
+            changed
+            and record.last_error is not None
+            and record.control_reason != COST_LIMIT_REASON
+            and self._record().last_error == record.last_error
+        ):
             self.runs.set_last_error(record.run_pk, None, now=self.clock.now())
         return changed
 
@@ -276,6 +288,8 @@ class RunDriver:
         with tempfile.TemporaryDirectory(prefix="batchor-") as workdir:
             path = Path(workdir) / f"{record.run_id}-{batch.batch_number:06d}.jsonl"
             input_ref = batch.input_file_id
+            if batch.state is BatchState.PLANNED and self._over_cost_limit(record, batch):
+                return True
             if batch.state is BatchState.PLANNED or input_ref is None:
                 self._write_batch_input(batch, path)
             if batch.state is BatchState.PLANNED:
@@ -315,6 +329,40 @@ class RunDriver:
                 self.schedule_cleanup(batch, None, ())
                 return True
         self.batches.mark_submitted(batch.batch_pk, created.batch_id, now=self.clock.now())
+        return True
+
+    def _over_cost_limit(self, record: RunRecord, batch: BatchRecord) -> bool:
+        """Whether submitting ``batch`` could take the run above its cost limit: what
+        the provider reported so far, plus the estimate of every batch in flight and
+        of this one. If so the batch is released and the run pauses
+        (``control_reason == "cost_limit"``) until the limit is raised."""
+        limit = record.cost_limit_usd
+        price = self.config.provider.price()
+        if limit is None or price is None:
+            return False
+        counts = self.results.counts(record.run_pk)  # this batch's items are submitted
+        committed = estimated_cost_usd(
+            price,
+            counts.estimated_submitted_tokens,
+            counts.submitted,
+            self.config.provider.max_output_tokens,
+        )
+        spent = price.cost_usd(counts.usage)
+        if committed is None or spent + committed <= limit:
+            return False
+        now = self.clock.now()
+        self.batches.release(batch.batch_pk, "cost limit", now=now)
+        self.runs.set_control_state(
+            record.run_pk, RunControlState.PAUSED, COST_LIMIT_REASON, now=now
+        )
+        self.runs.set_last_error(
+            record.run_pk,
+            f"paused at the cost limit of ${limit:,.4f}: ${spent:,.4f} spent and "
+            f"${committed:,.4f} estimated for the batches in flight and batch "
+            f"{batch.batch_number} ({batch.request_count:,} requests); raise it with "
+            "run.set_cost_limit(usd) or batchor resume --cost-limit USD",
+            now=now,
+        )
         return True
 
     def _write_batch_input(self, batch: BatchRecord, path: Path) -> None:

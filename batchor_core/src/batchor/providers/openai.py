@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, Field, model_validator
 
 from batchor.errors import (
+    BatchRefusedError,
     ConfigurationError,
     ItemBuildError,
     ProviderAuthenticationError,
@@ -603,6 +604,9 @@ def _translate_error(exc: openai.APIError) -> ProviderError:
         )
     if code in QUOTA_ERROR_CODES:
         return QuotaExhaustedError(message, code=code)
+    refusal = refusal_of((ProviderBatchError(code, str(exc.message)),)) if code else None
+    if refusal is not None:  # an upload or create refused for a limit
+        return BatchRefusedError(message, refusal=refusal, code=code)
     if isinstance(
         exc, openai.BadRequestError | openai.NotFoundError | openai.UnprocessableEntityError
     ):
@@ -641,16 +645,33 @@ def _provider_batch(batch: Any) -> ProviderBatch:
     )
 
 
-_ENQUEUED_LIMIT = re.compile(r"Limit:\s*([\d,]+)\s*enqueued tokens", re.IGNORECASE)
+_REFUSALS = {
+    # code: (limit broken, how the message states it)
+    "token_limit_exceeded": (
+        RefusalKind.ENQUEUED_TOKENS,
+        re.compile(r"Limit:\s*([\d,]+)\s*enqueued tokens", re.IGNORECASE),
+    ),
+    "too_many_tasks": (
+        RefusalKind.REQUESTS_PER_BATCH,
+        re.compile(r"than the ([\d,]+) maximum", re.IGNORECASE),
+    ),
+    "file_too_large": (
+        RefusalKind.BATCH_BYTES,
+        re.compile(r"than the ([\d,]+) maximum", re.IGNORECASE),
+    ),
+}
+"""Batch error codes that mean "this batch breaks a limit", and where the message
+states the limit (api.openai.com's wording)."""
 
 
 def refusal_of(errors: tuple[ProviderBatchError, ...]) -> Refusal | None:
     """The limit a failed batch's errors say it broke, if any (pure)."""
     for error in errors:
-        if error.code == "token_limit_exceeded":
-            match = _ENQUEUED_LIMIT.search(error.message)
+        if error.code in _REFUSALS:
+            kind, stated = _REFUSALS[error.code]
+            match = stated.search(error.message)
             limit = int(match.group(1).replace(",", "")) if match else None
-            return Refusal(RefusalKind.ENQUEUED_TOKENS, limit, error.message)
+            return Refusal(kind, limit, error.message)
     return None
 
 

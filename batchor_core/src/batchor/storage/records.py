@@ -64,6 +64,7 @@ class NewRun:
     config: str
     config_fingerprint: str
     source_identity: str | None
+    cost_limit_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

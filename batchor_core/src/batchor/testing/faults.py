@@ -64,6 +64,8 @@ class _HttpFault:
     path_prefix: str
     remaining: int | None
     error: InjectedHttpError
+    every: int = 1
+    seen: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and path.startswith(self.path_prefix)
@@ -137,6 +139,8 @@ class Faults:
         self._malformed: dict[str, tuple[MalformKind, _Countdown]] = {}
         self._request_shares: list[tuple[float, RequestFault]] = []
         self._malform_shares: list[tuple[float, MalformKind]] = []
+        self._batch_pattern: tuple[int, BatchFault] | None = None
+        self._batches_seen = 0
 
     def http_error(
         self,
@@ -148,6 +152,7 @@ class Faults:
         retry_after: float | None = None,
         message: str | None = None,
         code: str | None = None,
+        every: int = 1,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` on a path starting with
         ``path_prefix`` with HTTP ``status``, in the owning provider's error envelope.
@@ -157,12 +162,18 @@ class Faults:
         ``retry_after`` (seconds) is sent as a ``retry-after`` header.
         ``times=None`` keeps failing until :meth:`clear`. ``code`` sets the error
         envelope's ``code`` (e.g. ``"insufficient_quota"`` with status 429).
+        ``every=7`` fails only every 7th matching call (the others pass), for a
+        steady trickle of errors rather than a burst.
         """
         _check_status("status", status)
         _check_times(times)
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every!r}")
         error = InjectedHttpError(status, message, code, retry_after)
         with self._lock:
-            self._http.append(_HttpFault(method.upper(), _prefix(path_prefix), times, error))
+            self._http.append(
+                _HttpFault(method.upper(), _prefix(path_prefix), times, error, every=every)
+            )
 
     def stall(
         self,
@@ -284,6 +295,25 @@ class Faults:
         with self._lock:
             self._batches.extend([fault] * times)
 
+    def expire_every_batch(
+        self, every: int, completed_fraction: float = 0.5, *, expired_lines: bool = True
+    ) -> None:
+        """From now on (until :meth:`clear`), make every ``every``-th created batch end
+        ``expired`` as :meth:`expire_next_batch` does (queued faults fire first)."""
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every!r}")
+        _check_fraction("completed_fraction", completed_fraction)
+        fault = BatchFault(
+            kind="expire",
+            code="batch_expired",
+            message="The batch expired before all requests completed.",
+            completed_fraction=completed_fraction,
+            expired_lines=expired_lines,
+        )
+        with self._lock:
+            self._batch_pattern = (every, fault)
+            self._batches_seen = 0
+
     def malform_output(
         self,
         custom_ids: Iterable[str],
@@ -324,6 +354,7 @@ class Faults:
             self._malformed.clear()
             self._request_shares.clear()
             self._malform_shares.clear()
+            self._batch_pattern = None
 
     # The server's side: each call consumes what fires.
 
@@ -332,6 +363,9 @@ class Faults:
         with self._lock:
             for fault in self._http:
                 if fault.matches(method, path):
+                    fault.seen += 1
+                    if fault.seen % fault.every:
+                        continue
                     if fault.remaining is not None:
                         fault.remaining -= 1
                         if fault.remaining <= 0:
@@ -342,7 +376,12 @@ class Faults:
     def take_batch_fault(self) -> BatchFault | None:
         """Return the whole-batch fault for a batch being created, if one is queued."""
         with self._lock:
-            return self._batches.popleft() if self._batches else None
+            self._batches_seen += 1
+            if self._batches:
+                return self._batches.popleft()
+            if self._batch_pattern is not None and self._batches_seen % self._batch_pattern[0] == 0:
+                return self._batch_pattern[1]
+            return None
 
     def plan_requests(
         self, custom_ids: Sequence[str], salt: str
