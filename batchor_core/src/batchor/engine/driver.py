@@ -398,8 +398,9 @@ class RunDriver:
 
     def _refused(self, record: RunRecord, batch: BatchRecord, refusal: Refusal) -> None:
         """The provider refused the batch for one of its limits: learn the limit, put
-        the items back unchanged, and plan again within it. A refusal for the
-        enqueued budget also waits a little for batches in flight to finish.
+        the items back unchanged, and plan again within it. A batch refused for the
+        enqueued budget although it fits the limit by itself found the queue full:
+        submissions then wait a little for batches in flight to finish.
 
         When configuration sets that limit (an explicit ``enqueue_limits``), it is
         not second-guessed: the items count a resubmission instead, so a limit
@@ -420,7 +421,16 @@ class RunDriver:
             self.batches.record_outcomes(
                 batch, (replan(item) for item in items), provider_status="refused", now=now
             )
-        if refusal.kind in (RefusalKind.ENQUEUED_TOKENS, RefusalKind.ENQUEUED_REQUESTS):
+        held = (
+            batch.estimated_tokens
+            if refusal.kind is RefusalKind.ENQUEUED_TOKENS
+            else (batch.request_count)
+        )
+        if (
+            refusal.kind in (RefusalKind.ENQUEUED_TOKENS, RefusalKind.ENQUEUED_REQUESTS)
+            and held <= value
+        ):
+            # the batch fits the limit by itself: the queue was full, so wait for it
             delay = self.config.retry_policy.backoff_seconds(1)
             self.runs.hold_submissions_until(record.run_pk, now + delay, now=now)
         self.runs.set_last_error(
