@@ -34,7 +34,11 @@ from batchor.errors import (
 )
 from batchor.job import ArtifactPolicy, BatchJob, ChunkPolicy, RetryPolicy
 from batchor.providers.base import ModelPrice, ProviderConfig
-from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
+from batchor.providers.openai import (
+    AzureOpenAIProviderConfig,
+    OpenAIEnqueueLimitConfig,
+    OpenAIProviderConfig,
+)
 from batchor.results import (
     ArtifactExport,
     ArtifactPrune,
@@ -85,6 +89,7 @@ __all__ = [
     "ArtifactPrune",
     "ArtifactRuleError",
     "ArtifactStore",
+    "AzureOpenAIProviderConfig",
     "BatchItem",
     "BatchJob",
     "BatchRefusedError",

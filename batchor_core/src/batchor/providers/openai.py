@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -140,9 +141,8 @@ OPENAI_BATCH_PRICES = batch_prices(
 """Half of OpenAI's list prices (its Batch API discount), by model-name prefix."""
 
 
-class OpenAIProviderConfig(ProviderConfig):
-    """Which model and endpoint to call, and how: OpenAI, or any service that speaks
-    its Batch API (Groq, Together, Mistral, a LiteLLM proxy...).
+class _OpenAIBatchApiConfig(ProviderConfig):
+    """What every config of an OpenAI-style Batch API has (see the subclasses).
 
     ``api_key`` defaults to ``$OPENAI_API_KEY`` and ``base_url`` to
     ``$OPENAI_BASE_URL`` (then OpenAI's). ``request_options`` are merged into
@@ -164,7 +164,6 @@ class OpenAIProviderConfig(ProviderConfig):
         "files_expire_after",
     )
 
-    kind: Literal["openai"] = "openai"
     endpoint: OpenAIEndpoint = "/v1/responses"
     completion_window: str = Field(default="24h", pattern=r"^\d+[hd]$")
     max_requests_per_batch: int = Field(default=50_000, ge=1)
@@ -173,7 +172,7 @@ class OpenAIProviderConfig(ProviderConfig):
     enqueue_limits: OpenAIEnqueueLimitConfig | None = None
 
     @model_validator(mode="after")
-    def _request_options_are_json(self) -> OpenAIProviderConfig:
+    def _request_options_are_json(self) -> _OpenAIBatchApiConfig:
         reserved = {"model", "input", "messages", "instructions"} & set(self.request_options)
         if reserved:
             raise ValueError(
@@ -217,13 +216,108 @@ class OpenAIProviderConfig(ProviderConfig):
             self, api_key=api_key, output_schema=output_schema, schema_name=schema_name
         )
 
+    @property
+    def line_url(self) -> str:
+        """The ``url`` a request line carries, and the batch's ``endpoint`` parameter."""
+        return self.endpoint
+
+    def client(self, api_key: str | None) -> openai.OpenAI:
+        """The SDK client for this service (``api_key`` wins over the config's)."""
+        import openai
+
+        key = api_key or self.api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise ConfigurationError(
+                "no OpenAI API key: pass OpenAIProviderConfig(api_key=...), "
+                "BatchRunner(api_key=...) or set OPENAI_API_KEY"
+            )
+        return openai.OpenAI(
+            api_key=key,
+            base_url=self.base_url or os.environ.get("OPENAI_BASE_URL") or None,
+            timeout=self.request_timeout,
+            max_retries=self.max_retries,
+        )
+
+
+class OpenAIProviderConfig(_OpenAIBatchApiConfig):
+    """Which model and endpoint to call, and how: OpenAI, or any service that speaks
+    its Batch API (Groq, Together, Mistral, a LiteLLM proxy...).
+
+    ``api_key`` defaults to ``$OPENAI_API_KEY`` and ``base_url`` to
+    ``$OPENAI_BASE_URL`` (then OpenAI's). ``request_options`` are merged into
+    every request body (``temperature``, ``max_output_tokens``, ``reasoning``...).
+    ``poll_interval`` fixes the seconds between polls; by default polling adapts
+    (fast while batches are young, backing off to a minute while nothing changes).
+
+    What services differ in: ``completion_window`` (any window the service takes,
+    e.g. Groq's ``"7d"``), ``max_requests_per_batch`` and ``max_batch_file_bytes``
+    (OpenAI's 50,000 requests and 200 MB by default). ``files_expire_after``:
+    seconds after which uploaded input files and the batch's output files expire
+    at the provider (``None``: the provider's default, 30 days at OpenAI); batchor
+    deletes them itself once collected (see :class:`~batchor.ArtifactPolicy`).
+    """
+
+    kind: Literal["openai"] = "openai"
+
+
+class AzureOpenAIProviderConfig(_OpenAIBatchApiConfig):
+    """Azure OpenAI's Batch API, through the SDK's ``AzureOpenAI`` client.
+
+    ``model`` is the name of a global-batch *deployment*. ``azure_endpoint``
+    defaults to ``$AZURE_OPENAI_ENDPOINT`` (``https://RESOURCE.openai.azure.com``)
+    and ``api_key`` to ``$AZURE_OPENAI_API_KEY``; ``api_version`` is the Azure API
+    version. The other settings are :class:`OpenAIProviderConfig`'s. Prices are
+    OpenAI's batch prices matched on the deployment name; give ``pricing=`` when
+    deployments are named otherwise.
+    """
+
+    OPERATIONAL_FIELDS: ClassVar[tuple[str, ...]] = (
+        *_OpenAIBatchApiConfig.OPERATIONAL_FIELDS,
+        "azure_endpoint",
+        "api_version",
+    )
+
+    kind: Literal["azure"] = "azure"
+    endpoint: OpenAIEndpoint = "/v1/chat/completions"
+    azure_endpoint: str | None = None
+    api_version: str = "2025-04-01-preview"
+
+    @property
+    def budget_scope(self) -> str:
+        endpoint = self.azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT") or ""
+        host = urlsplit(endpoint).hostname if endpoint else None
+        return f"{self.kind}:{host or 'default'}:{self.model}"
+
+    @property
+    def line_url(self) -> str:
+        return self.endpoint.removeprefix("/v1")
+
+    def client(self, api_key: str | None) -> openai.OpenAI:
+        import openai
+
+        key = api_key or self.api_key or os.environ.get("AZURE_OPENAI_API_KEY")
+        endpoint = self.azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
+        if not key or not endpoint:
+            raise ConfigurationError(
+                "Azure OpenAI needs an endpoint and a key: pass "
+                "AzureOpenAIProviderConfig(azure_endpoint=..., api_key=...) or set "
+                "AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY"
+            )
+        return openai.AzureOpenAI(
+            azure_endpoint=endpoint,
+            api_key=key,
+            api_version=self.api_version,
+            timeout=self.request_timeout,
+            max_retries=self.max_retries,
+        )
+
 
 class OpenAIBatchProvider:
     """Drives OpenAI's Files and Batches API for one model and endpoint."""
 
     def __init__(
         self,
-        config: OpenAIProviderConfig,
+        config: _OpenAIBatchApiConfig,
         *,
         api_key: str | None = None,
         output_schema: dict[str, Any] | None = None,
@@ -237,7 +331,7 @@ class OpenAIBatchProvider:
         self._body_template = self._request_body_template(output_schema, schema_name)
         fixed_body = _dumps(self._body_template)
         self._line_head = (
-            f',"method":"POST","url":{_dumps(config.endpoint)},"body":{fixed_body[:-1]}'
+            f',"method":"POST","url":{_dumps(config.line_url)},"body":{fixed_body[:-1]}'
         )
         schema_text = json.dumps(output_schema) if output_schema else ""
         self._schema_tokens = estimate_prompt_tokens(schema_text, None) if schema_text else 0
@@ -246,20 +340,7 @@ class OpenAIBatchProvider:
     def _client(self) -> openai.OpenAI:
         """The SDK client, made on first use: building request lines needs no key."""
         if self._openai_client is None:
-            import openai  # imported here: it is slow to import and only drivers need it
-
-            key = self._api_key or self._config.api_key or os.environ.get("OPENAI_API_KEY")
-            if not key:
-                raise ConfigurationError(
-                    "no OpenAI API key: pass OpenAIProviderConfig(api_key=...), "
-                    "BatchRunner(api_key=...) or set OPENAI_API_KEY"
-                )
-            self._openai_client = openai.OpenAI(
-                api_key=key,
-                base_url=self._config.base_url or os.environ.get("OPENAI_BASE_URL") or None,
-                timeout=self._config.request_timeout,
-                max_retries=self._config.max_retries,
-            )
+            self._openai_client = self._config.client(self._api_key)
         return self._openai_client
 
     @property
@@ -345,7 +426,9 @@ class OpenAIBatchProvider:
         if prompt.options is not None:
             body.update(openai_options(endpoint, prompt.options))
             tools_text = _dumps(body["tools"]) if "tools" in body else ""
-        line = _dumps({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body})
+        line = _dumps(
+            {"custom_id": custom_id, "method": "POST", "url": self._config.line_url, "body": body}
+        )
         return RequestLine(
             data=line.encode("utf-8"),
             estimated_tokens=estimate_prompt_parts_tokens(prompt)
@@ -384,7 +467,7 @@ class OpenAIBatchProvider:
         batch = _translated(
             lambda: self._client.with_options(max_retries=0).batches.create(
                 input_file_id=input_ref,
-                endpoint=self._config.endpoint,
+                endpoint=self._config.line_url,  # type: ignore[arg-type]
                 completion_window=self._config.completion_window,  # type: ignore[arg-type]
                 metadata={**metadata, BATCH_KEY_METADATA: batch_key},
                 **options,
@@ -600,7 +683,9 @@ def _translate_error(exc: openai.APIError) -> ProviderError:
         message += f" ({_where(exc)})"
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return ProviderAuthenticationError(
-            f"{message}; check OPENAI_API_KEY (or api_key=) and base_url", code=code
+            f"{message}; check the API key (api_key=, or the provider's key variable) and "
+            "where it points (base_url / azure_endpoint)",
+            code=code,
         )
     if code in QUOTA_ERROR_CODES:
         return QuotaExhaustedError(message, code=code)

@@ -188,6 +188,10 @@ def _starts_as_jsonl(path: Path) -> bool:
     return False
 
 
+AZURE_PREFIX = "/openai"
+"""Where Azure OpenAI serves the Files and Batches API."""
+
+
 class OpenAIApi:
     """OpenAI's Files + Batches routes, backed by one :class:`OpenAIStore`.
 
@@ -198,26 +202,37 @@ class OpenAIApi:
         self.store = OpenAIStore(context)
         self.api_key = api_key
         self._limits = context.limits
-        self.routes: tuple[Route, ...] = (
-            route("POST", "/v1/files", self.upload_file),
-            route("GET", "/v1/files", self.list_files),
-            route("GET", "/v1/files/{id}", self.retrieve_file),
-            route("DELETE", "/v1/files/{id}", self.delete_file),
-            route("GET", "/v1/files/{id}/content", self.file_content),
-            route("POST", "/v1/batches", self.create_batch),
-            route("GET", "/v1/batches", self.list_batches),
-            route("GET", "/v1/batches/{id}", self.retrieve_batch),
-            route("POST", "/v1/batches/{id}/cancel", self.cancel_batch),
+        handlers = (
+            ("POST", "/files", self.upload_file),
+            ("GET", "/files", self.list_files),
+            ("GET", "/files/{id}", self.retrieve_file),
+            ("DELETE", "/files/{id}", self.delete_file),
+            ("GET", "/files/{id}/content", self.file_content),
+            ("POST", "/batches", self.create_batch),
+            ("GET", "/batches", self.list_batches),
+            ("GET", "/batches/{id}", self.retrieve_batch),
+            ("POST", "/batches/{id}/cancel", self.cancel_batch),
+        )
+        # Azure OpenAI serves the same API under /openai (with ?api-version=), keyed
+        # by an api-key header, with batch endpoints and request urls written without
+        # the /v1 (``/chat/completions``); the model of each request is a deployment.
+        self.routes: tuple[Route, ...] = tuple(
+            route(method, f"{prefix}{path}", handler)
+            for prefix in ("/v1", AZURE_PREFIX)
+            for method, path, handler in handlers
         )
 
     # ------------------------------------------------------------ as a provider API
 
     def owns(self, path: str) -> bool:
-        return path == "/v1" or path.startswith("/v1/")
+        return path == "/v1" or path.startswith(("/v1/", f"{AZURE_PREFIX}/"))
 
     def authenticate(self, call: Call) -> None:
         scheme, _, token = (call.headers.get("Authorization") or "").partition(" ")
         token = token.strip()
+        azure_key = call.headers.get("api-key")
+        if call.path.startswith(AZURE_PREFIX) and azure_key:
+            scheme, token = "bearer", azure_key.strip()
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, _MISSING_KEY_MESSAGE)
         if self.api_key is not None and token != self.api_key:
@@ -362,7 +377,9 @@ class OpenAIApi:
             raise _invalid(
                 "input_file_id", "Invalid 'input_file_id': expected a string.", "invalid_type"
             )
-        endpoint = body["endpoint"]
+        endpoint = line_url = body["endpoint"]
+        if call.path.startswith(AZURE_PREFIX) and isinstance(endpoint, str):
+            endpoint = endpoint if endpoint.startswith("/v1/") else f"/v1{endpoint}"
         if endpoint not in SUPPORTED_ENDPOINTS:
             raise _unsupported_value("endpoint", endpoint, SUPPORTED_ENDPOINTS)
         if body["completion_window"] != "24h":
@@ -382,6 +399,7 @@ class OpenAIApi:
         record = self.store.create_batch(
             input_file_id=input_file_id,
             endpoint=endpoint,
+            line_url=line_url,
             completion_window="24h",
             metadata=_metadata(body.get("metadata")),
             output_expires_after=output_expires_after,

@@ -238,10 +238,15 @@ class OpenAIStore:
         input_file_id: str,
         endpoint: str,
         completion_window: str,
+        line_url: str | None = None,
         metadata: dict[str, str] | None,
         output_expires_after: int | None,
     ) -> BatchRecord:
-        """Create a ``validating`` batch; its input file is read (and judged) now."""
+        """Create a ``validating`` batch; its input file is read (and judged) now.
+
+        ``line_url`` is the ``url`` each request line must carry when it is not the
+        endpoint itself (Azure writes ``/chat/completions`` for
+        ``/v1/chat/completions``)."""
         with self.lock:
             source = self.get_file(input_file_id)
             if source.purpose != "batch":
@@ -261,7 +266,7 @@ class OpenAIStore:
         if source.bytes > limits.max_batch_file_bytes:
             scan = oversized_file_error(linked, limits.max_batch_file_bytes)
         else:
-            scan = scan_input_file(linked, endpoint, limits.max_requests_per_batch)
+            scan = scan_input_file(linked, line_url or endpoint, limits.max_requests_per_batch)
         with self.lock:
             now = self._clock()
             self._advance(now)
