@@ -142,21 +142,8 @@ OPENAI_BATCH_PRICES = batch_prices(
 
 
 class _OpenAIBatchApiConfig(ProviderConfig):
-    """What every config of an OpenAI-style Batch API has (see the subclasses).
-
-    ``api_key`` defaults to ``$OPENAI_API_KEY`` and ``base_url`` to
-    ``$OPENAI_BASE_URL`` (then OpenAI's). ``request_options`` are merged into
-    every request body (``temperature``, ``max_output_tokens``, ``reasoning``...).
-    ``poll_interval`` fixes the seconds between polls; by default polling adapts
-    (fast while batches are young, backing off to a minute while nothing changes).
-
-    What services differ in: ``completion_window`` (any window the service takes,
-    e.g. Groq's ``"7d"``), ``max_requests_per_batch`` and ``max_batch_file_bytes``
-    (OpenAI's 50,000 requests and 200 MB by default). ``files_expire_after``:
-    seconds after which uploaded input files and the batch's output files expire
-    at the provider (``None``: the provider's default, 30 days at OpenAI); batchor
-    deletes them itself once collected (see :class:`~batchor.ArtifactPolicy`).
-    """
+    """The settings every OpenAI-style Batch API shares (documented on
+    :class:`OpenAIProviderConfig`); the subclasses say how to reach the service."""
 
     DEFAULT_PRICES: ClassVar[Mapping[str, ModelPrice]] = OPENAI_BATCH_PRICES
     OPERATIONAL_FIELDS: ClassVar[tuple[str, ...]] = (
