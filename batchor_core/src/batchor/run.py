@@ -29,6 +29,7 @@ from batchor.errors import (
     RunStateError,
     RunTimeoutError,
 )
+from batchor.files import appending, replaced_atomically, written_atomically
 from batchor.providers.base import OutputKind
 from batchor.results import (
     ArtifactExport,
@@ -319,7 +320,12 @@ class Run:
         limit: int | None = None,
     ) -> TerminalResultsExport:
         """Write terminal results after ``after_sequence`` to JSONL (or Parquet when
-        ``path`` ends in ``.parquet``); returns the cursor to continue from."""
+        ``path`` ends in ``.parquet``); returns the cursor to continue from.
+
+        The file is written beside ``path`` and renamed into place once complete, so
+        an error or an interruption leaves the previous file as it was. With
+        ``append=True`` (JSONL only) a failed append is cut back off the file, which
+        never ends in half a line."""
         target = Path(path).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         results = self.iter_results(after_sequence)
@@ -328,10 +334,11 @@ class Run:
         if target.suffix == ".parquet":
             if append:
                 raise ConfigurationError("append=True is only supported for JSONL exports")
-            count, last = _write_results_parquet(target, results, self.results_layout())
+            with replaced_atomically(target) as temporary:
+                count, last = _write_results_parquet(temporary, results, self.results_layout())
         else:
             count, last = 0, after_sequence
-            with target.open("a" if append else "w", encoding="utf-8") as handle:
+            with appending(target) if append else written_atomically(target) as handle:
                 for result in results:
                     handle.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
                     count, last = count + 1, result.sequence
@@ -356,7 +363,11 @@ class Run:
             relative = key[len(prefix) :]
             target = destination / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            with self._artifacts.open_read(key) as source, target.open("wb") as handle:
+            with (
+                self._artifacts.open_read(key) as source,
+                replaced_atomically(target) as temporary,
+                temporary.open("wb") as handle,
+            ):
                 shutil.copyfileobj(source, handle, 1024 * 1024)
             exported.append(relative)
         results_path = destination / "results.jsonl"
@@ -376,7 +387,8 @@ class Run:
             ],
         }
         manifest_path = destination / "manifest.json"
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        with written_atomically(manifest_path) as handle:
+            handle.write(json.dumps(manifest, indent=2) + "\n")
         self._storage.runs.mark_raw_outputs_exported(record.run_pk, now=self._clock.now())
         return ArtifactExport(
             directory=destination,
