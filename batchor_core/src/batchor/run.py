@@ -15,12 +15,12 @@ from functools import cached_property
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel
 
 from batchor.artifacts.base import ArtifactStore, run_prefix
 from batchor.engine.config import RunConfig
 from batchor.engine.driver import RunDriver
 from batchor.engine.planning import estimate_cost_usd, poll_delay
+from batchor.engine.structured import ReadOutput, StructuredOutput
 from batchor.errors import (
     ArtifactRuleError,
     ConfigurationError,
@@ -30,7 +30,6 @@ from batchor.errors import (
     RunTimeoutError,
 )
 from batchor.files import appending, replaced_atomically, written_atomically
-from batchor.providers.base import OutputKind
 from batchor.results import (
     ArtifactExport,
     ArtifactPrune,
@@ -85,8 +84,8 @@ class Run:
         return self._driver.config
 
     @cached_property
-    def _output_model(self) -> type[BaseModel] | None:
-        return self._driver.output_model()
+    def _structured(self) -> StructuredOutput:
+        return StructuredOutput(self.config, self._driver.output_model)
 
     # -- progress -----------------------------------------------------------------------
 
@@ -253,16 +252,13 @@ class Run:
             error = ItemError(
                 stored.error_code, stored.error_message or "", bool(stored.error_retryable)
             )
-        output = None
+        read = ReadOutput(None)
         if error is None and stored.output_text is not None:
-            if self._output_model is not None:
-                output = self._output_model.model_validate_json(stored.output_text)
-            elif self.config.provider.output_kind is not OutputKind.TEXT:
-                output = json.loads(stored.output_text)
+            read = self._structured.read(stored.output_text)
         return ItemResult(
             item_id=stored.item_id,
             status=stored.status,
-            output=output,
+            output=read.output,
             output_text=stored.output_text,
             error=error,
             attempts=stored.attempts,
@@ -275,6 +271,7 @@ class Run:
             metadata=json.loads(stored.metadata_json) if stored.metadata_json else {},
             sequence=stored.sequence or 0,
             resubmissions=stored.resubmissions,
+            output_error=read.error,
         )
 
     def results(self) -> list[ItemResult]:
@@ -310,7 +307,11 @@ class Run:
 
     def results_layout(self) -> ResultsTableLayout:
         """The Arrow layout of this run's results table (see :mod:`batchor.results_table`)."""
-        return ResultsTableLayout(self._output_model, self.config.provider.output_kind)
+        return ResultsTableLayout(
+            self._structured.output_class,
+            self.config.provider.output_kind,
+            output_errors=self.config.structured_output is not None,
+        )
 
     def export_terminal_results(
         self,
