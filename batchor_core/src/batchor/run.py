@@ -448,6 +448,8 @@ def _timeout_message(summary: RunSummary, timeout: float) -> str:
             )
             + " (resume() it, or batchor resume)"
         )
+    if summary.last_error:
+        waiting += f"; last error: {summary.last_error}"
     return (
         f"run {summary.run_id!r} is still {summary.status.value} after {timeout:g} s "
         f"({summary.terminal_items:,}/{summary.total_items:,} items terminal){waiting}; "

@@ -31,8 +31,8 @@ from batchor.cli.inputs import PromptBuilder, open_source, prompt_fingerprint
 from batchor.cli.settings import (
     API_KEY_ENV,
     ARTIFACTS_ENV,
+    BASE_URL_ENV,
     STORAGE_ENV,
-    base_url_from_env,
     load_env_file,
     open_runner,
     require_api_key,
@@ -143,6 +143,17 @@ PollIntervalOption = Annotated[
         "backing off to a minute).",
     ),
 ]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        envvar=BASE_URL_ENV,
+        metavar="URL",
+        show_default="the URL stored with the run",
+        help="OpenAI-compatible API address to reach the provider through; wins over the "
+        "one stored with the run.",
+    ),
+]
 ResultsFileOption = Annotated[
     Path,
     typer.Option(
@@ -155,9 +166,12 @@ ResultsFileOption = Annotated[
 ]
 
 
-def open_run(storage: str | None, artifacts: Path | None, run_id: str) -> Run:
-    """The run ``run_id`` in the storage the options name, or a usage error."""
-    runner = open_runner(storage, artifacts)
+def open_run(
+    storage: str | None, artifacts: Path | None, run_id: str, base_url: str | None = None
+) -> Run:
+    """The run ``run_id`` in the storage the options name, or a usage error;
+    ``base_url`` points the run at another API address."""
+    runner = open_runner(storage, artifacts, base_url=base_url)
     try:
         return runner.get_run(run_id)
     except RunNotFoundError:
@@ -259,6 +273,7 @@ def start(
         typer.Option("--timeout", metavar="SECONDS", min=0, help="With --wait: give up after."),
     ] = None,
     poll_interval: PollIntervalOption = None,
+    base_url: BaseUrlOption = None,
     storage: StorageOption = None,
     artifacts: ArtifactsOption = None,
     json_output: JsonOption = False,
@@ -279,11 +294,11 @@ def start(
     job = BatchJob(
         items=open_source(inputs, id_column, prompt),
         build_prompt=prompt,
-        provider_config=provider_config(model, endpoint, enqueued_token_limit),
+        provider_config=provider_config(model, endpoint, enqueued_token_limit, base_url),
         structured_output=output_model,
         batch_metadata={PROMPT_FINGERPRINT_KEY: prompt_fingerprint(id_column, prompt)},
     )
-    runner = open_runner(storage, artifacts)
+    runner = open_runner(storage, artifacts, base_url=base_url)
     run_id = run_id or new_run_id(runner.clock)
     note(f"{run_id}: {_ingestion_plan(runner, run_id, job, len(inputs))}")
     try:
@@ -322,12 +337,13 @@ def load_output_model(reference: str) -> type[BaseModel]:
 
 
 def provider_config(
-    model: str, endpoint: Endpoint, enqueued_token_limit: int | None
+    model: str, endpoint: Endpoint, enqueued_token_limit: int | None, base_url: str | None
 ) -> OpenAIProviderConfig:
     """The provider settings of a CLI run. The key stays in the environment (the
-    provider reads it); ``$OPENAI_BASE_URL`` is stored with the run when set."""
+    provider reads it); ``--base-url`` / ``$OPENAI_BASE_URL`` is stored with the run
+    when set (without any credentials it holds)."""
     require_api_key()
-    base_url = base_url_from_env()
+    base_url = base_url or None
     return OpenAIProviderConfig(
         model=model,
         endpoint=endpoint.value,
@@ -368,6 +384,7 @@ def status(
             "--refresh", help="Advance the run one step (poll the provider) before reporting."
         ),
     ] = False,
+    base_url: BaseUrlOption = None,
     storage: StorageOption = None,
     artifacts: ArtifactsOption = None,
     json_output: JsonOption = False,
@@ -376,7 +393,7 @@ def status(
 
     Reads the storage only, unless --refresh.
     """
-    run = open_run(storage, artifacts, run_id)
+    run = open_run(storage, artifacts, run_id, base_url)
     summary = run.refresh() if refresh else run.summary()
     if json_output:
         echo_json(summary_record(summary))
@@ -417,6 +434,7 @@ def wait(
         ),
     ] = None,
     poll_interval: PollIntervalOption = None,
+    base_url: BaseUrlOption = None,
     storage: StorageOption = None,
     artifacts: ArtifactsOption = None,
     json_output: JsonOption = False,
@@ -426,7 +444,7 @@ def wait(
     Exits 0 when every item completed, 1 when the run ended with failures or
     was cancelled. Interrupting (Ctrl-C) stops watching, not the run.
     """
-    run = open_run(storage, artifacts, run_id)
+    run = open_run(storage, artifacts, run_id, base_url)
     _wait_and_report(run, timeout, poll_interval, json_output)
 
 
@@ -659,6 +677,7 @@ def cancel(
         bool,
         typer.Option("--remote", help="Also cancel the provider's batches now in flight."),
     ] = False,
+    base_url: BaseUrlOption = None,
     storage: StorageOption = None,
     artifacts: ArtifactsOption = None,
     json_output: JsonOption = False,
@@ -669,7 +688,7 @@ def cancel(
     --remote, cancelled at the provider), then every unfinished item fails with
     run_cancelled. The run ends when next driven (batchor wait).
     """
-    run = open_run(storage, artifacts, run_id)
+    run = open_run(storage, artifacts, run_id, base_url)
     if remote:
         require_api_key()
     run.cancel(remote=remote)
@@ -709,6 +728,7 @@ def worker(
         ),
     ] = LEASE_TTL_SECONDS,
     poll_interval: PollIntervalOption = None,
+    base_url: BaseUrlOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Drive every active run in the storage until stopped (SIGTERM/Ctrl-C) or idle.
@@ -729,6 +749,7 @@ def worker(
         max_runs_per_tick=max_runs_per_tick,
         until_idle=until_idle,
         lease_ttl=lease_ttl,
+        base_url=base_url or None,
     )
     if json_output:
         echo_json(asdict(report))
