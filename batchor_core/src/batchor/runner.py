@@ -22,6 +22,7 @@ from batchor.engine.plan import plan_job
 from batchor.errors import ConfigurationError, RunNotFoundError, SourceMismatchError
 from batchor.job import BatchJob
 from batchor.providers.base import BatchProvider
+from batchor.providers.credentials import without_credentials
 from batchor.results import JobPlan
 from batchor.run import Run
 from batchor.sources.base import CheckpointedItemSource, resume_conflict
@@ -87,7 +88,10 @@ class BatchRunner:
                 )
         self.artifact_store = artifact_store
         self.clock: Clock = clock or SystemClock()
-        self._api_key = api_key
+        url_key = None
+        if base_url is not None:
+            base_url, url_key = without_credentials(base_url)
+        self._api_key = api_key or url_key
         self._base_url = base_url
         self._owner = new_lease_owner()
         self.lease_ttl = lease_ttl

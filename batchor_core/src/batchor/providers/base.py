@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Protocol
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from batchor.errors import Refusal
+from batchor.providers.credentials import without_credentials
 from batchor.types import FrozenConfig, PromptParts
 
 # -- what the engine is told about batches ------------------------------------------------
@@ -239,7 +240,10 @@ class ProviderConfig(FrozenConfig):
     """Base of each provider's settings.
 
     ``api_key`` is held in memory only: it is excluded from ``model_dump()`` and
-    ``repr()``, and that dump is what a run stores. The fields in
+    ``repr()``, and that dump is what a run stores. A ``base_url`` that carries
+    credentials (``http://user:KEY@host/v1``, ``?api-key=KEY``) is stored without
+    them, and the key it carried becomes ``api_key`` when none is given (see
+    :func:`~batchor.providers.credentials.without_credentials`). The fields in
     :attr:`OPERATIONAL_FIELDS` say where and how to reach the API, not what to
     ask it, so they may change between processes without making it another job.
     """
@@ -259,6 +263,17 @@ class ProviderConfig(FrozenConfig):
     poll_interval: float | None = Field(default=None, gt=0)
     request_timeout: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("base_url"), str):
+            clean, key = without_credentials(data["base_url"])
+            if clean != data["base_url"]:
+                data = {**data, "base_url": clean}
+                if key is not None and not data.get("api_key"):
+                    data["api_key"] = key
+        return data
 
     @property
     def output_kind(self) -> OutputKind:
