@@ -27,7 +27,7 @@ from batchor.cli.display import (
     note,
     summary_record,
 )
-from batchor.cli.inputs import PromptBuilder, open_source, prompt_fingerprint
+from batchor.cli.inputs import CSV_ENCODING, PromptBuilder, open_source, prompt_fingerprint
 from batchor.cli.settings import (
     API_KEY_ENV,
     ARTIFACTS_ENV,
@@ -234,6 +234,15 @@ def start(
         str | None,
         typer.Option("--system-prompt", metavar="TEXT", help="System prompt for every item."),
     ] = None,
+    encoding: Annotated[
+        str,
+        typer.Option(
+            "--encoding",
+            metavar="CODEC",
+            help="Text encoding of CSV inputs, e.g. cp1252 or latin-1 (UTF-8, with or "
+            "without a byte-order mark, by default).",
+        ),
+    ] = CSV_ENCODING,
     structured_output: Annotated[
         str | None,
         typer.Option(
@@ -292,7 +301,7 @@ def start(
     prompt = PromptBuilder.from_options(prompt_column, prompt_template, system_prompt)
     output_model = None if structured_output is None else load_output_model(structured_output)
     job = BatchJob(
-        items=open_source(inputs, id_column, prompt),
+        items=open_source(inputs, id_column, prompt, encoding),
         build_prompt=prompt,
         provider_config=provider_config(model, endpoint, enqueued_token_limit, base_url),
         structured_output=output_model,

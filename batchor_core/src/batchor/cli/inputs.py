@@ -12,11 +12,12 @@ the id column's value as text.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from batchor.sources import (
     file_format,
     file_source,
 )
+from batchor.sources.csv_file import allow_large_fields, decoding_problem
 from batchor.types import BatchItem, PromptParts
 
 CSV_ENCODING = "utf-8-sig"
@@ -150,13 +152,33 @@ def input_format(path: Path) -> str:
         raise typer.BadParameter(str(exc), param_hint="'INPUT'") from None
 
 
-def read_columns(path: Path, kind: str) -> list[str]:
+def read_columns(path: Path, kind: str, csv_encoding: str = CSV_ENCODING) -> list[str]:
     """The column names of an input: CSV header, first JSONL object, Parquet schema."""
     if kind == "csv":
-        with path.open(encoding=CSV_ENCODING, newline="") as handle:
-            for header in csv.reader(handle):
-                if header:
-                    return header
+        allow_large_fields()
+        try:
+            decoder = codecs.getincrementaldecoder(csv_encoding)()
+        except LookupError:
+            raise typer.BadParameter(
+                f"unknown encoding {csv_encoding!r}", param_hint="'--encoding'"
+            ) from None
+        lines_read = 0
+        with path.open("rb") as handle:
+
+            def decoded_lines() -> Iterator[str]:
+                nonlocal lines_read
+                for raw in handle:
+                    lines_read += 1
+                    yield decoder.decode(raw)
+
+            try:
+                for header in csv.reader(decoded_lines()):
+                    if header:
+                        return header
+            except UnicodeDecodeError as exc:
+                handle.seek(0)
+                problem = decoding_problem(exc, csv_encoding, handle.read(4), "--encoding")
+                raise _input_problem(f"{path}, line {lines_read}: {problem}") from None
         raise _input_problem(f"{path}: the file is empty; a CSV input needs a header row")
     if kind == "jsonl":
         with path.open("rb") as handle:
@@ -202,9 +224,13 @@ def check_columns(path: Path, columns: Sequence[str], wanted: Mapping[str, str])
 
 
 def open_source(
-    paths: Sequence[Path], id_column: str, prompt: PromptBuilder
+    paths: Sequence[Path],
+    id_column: str,
+    prompt: PromptBuilder,
+    csv_encoding: str = CSV_ENCODING,
 ) -> CheckpointedItemSource:
-    """The checkpointed source over ``paths``, after checking every file's columns."""
+    """The checkpointed source over ``paths``, after checking every file's columns
+    (``csv_encoding``: how CSV files are encoded)."""
     wanted = {id_column: "--id-column"}
     option = "--prompt-column" if prompt.prompt_column is not None else "--prompt-template"
     for field in prompt.fields:
@@ -212,13 +238,13 @@ def open_source(
     reader = RowReader(id_column, prompt.fields)
     sources: list[CheckpointedItemSource] = []
     for path in paths:
-        check_columns(path, read_columns(path, input_format(path)), wanted)
+        check_columns(path, read_columns(path, input_format(path), csv_encoding), wanted)
         sources.append(
             file_source(
                 path,
                 item_id_from_row=reader.item_id,
                 payload_from_row=reader.payload,
-                csv_encoding=CSV_ENCODING,
+                csv_encoding=csv_encoding,
                 columns=list(wanted),
             )
         )
