@@ -16,6 +16,7 @@ import codecs
 import csv
 import hashlib
 import json
+import re
 import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,11 @@ CSV_ENCODING = "utf-8-sig"
 """UTF-8, with or without the byte-order mark spreadsheet programs write."""
 
 _MAX_LISTED_COLUMNS = 12
+
+MAX_TEMPLATE_WIDTH = 10_000
+"""The largest width or precision a ``--prompt-template`` field may ask for
+(``{text:>80}``, ``{score:.3f}``): a format spec can otherwise make one row's
+prompt as large as memory allows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +101,9 @@ def template_fields(template: str) -> tuple[str, ...]:
     """The column names a ``str.format`` template refers to, in order of appearance.
 
     ``{text}``, ``{score:.2f}`` and ``{text!r}`` are fine; positional fields
-    (``{}``, ``{0}``) are not, since rows are looked up by column name.
+    (``{}``, ``{0}``) are not, since rows are looked up by column name, nor are
+    fields inside a format spec (``{text:>{width}}``) or a width or precision above
+    :data:`MAX_TEMPLATE_WIDTH`.
     """
     problem = "'--prompt-template'"
     try:
@@ -106,9 +114,10 @@ def template_fields(template: str) -> tuple[str, ...]:
             param_hint=problem,
         ) from None
     fields: list[str] = []
-    for _literal, field_name, _spec, _conversion in parsed:
+    for _literal, field_name, spec, _conversion in parsed:
         if field_name is None:
             continue
+        _check_format_spec(field_name, spec or "")
         name = field_name.split(".", 1)[0].split("[", 1)[0]
         if not name or name.isdigit():
             raise typer.BadParameter(
@@ -118,6 +127,25 @@ def template_fields(template: str) -> tuple[str, ...]:
         if name not in fields:
             fields.append(name)
     return tuple(fields)
+
+
+def _check_format_spec(field_name: str, spec: str) -> None:
+    """A usage error for a format spec that is computed from the data or that asks
+    for more than :data:`MAX_TEMPLATE_WIDTH` characters."""
+    problem = "'--prompt-template'"
+    if "{" in spec:
+        raise typer.BadParameter(
+            f"{{{field_name}:{spec}}} takes its format from another field; write the width "
+            "or precision as a number",
+            param_hint=problem,
+        )
+    numbers = [int(digits) for digits in re.findall(r"\d+", spec)]
+    if numbers and max(numbers) > MAX_TEMPLATE_WIDTH:
+        raise typer.BadParameter(
+            f"{{{field_name}:{spec}}} asks for {max(numbers):,} characters; a width or "
+            f"precision may be at most {MAX_TEMPLATE_WIDTH:,}",
+            param_hint=problem,
+        )
 
 
 @dataclass(frozen=True, slots=True)

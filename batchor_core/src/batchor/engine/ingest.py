@@ -399,6 +399,7 @@ def build_requests(
     build_prompt = job.build_prompt
     build_request_line = provider.build_request_line
     custom_id = provider.custom_id
+    max_request_bytes = provider.limits.max_request_bytes
     lines: list[bytes] = []
     new_items: list[NewItem] = []
     request_offset = 0
@@ -427,8 +428,13 @@ def build_requests(
             )
         if not _is_plain_json(item.payload, 0):
             _check_payload_json(item, first_position + offset)
+        if len(text) + len(prompt.system_prompt or "") > max_request_bytes:
+            # every character is at least a byte: too large before it is even built
+            raise _too_large(item, first_position + offset, None, max_request_bytes)
         data = build_request_line(custom_id(item.item_id, item_index), prompt)
         length = len(data.data)
+        if length > max_request_bytes:
+            raise _too_large(item, first_position + offset, length, max_request_bytes)
         new_items.append(
             NewItem(
                 item_index=item_index,
@@ -447,6 +453,16 @@ def build_requests(
         return new_items, b""
     lines.append(b"")
     return new_items, b"\n".join(lines)
+
+
+def _too_large(item: BatchItem, position: int, length: int | None, limit: int) -> ItemBuildError:
+    """The error for a request no batch of the provider may hold (``length`` None when
+    the prompt alone is too long to be worth building)."""
+    size = "larger" if length is None else f"{length:,} bytes, more"
+    return ItemBuildError(
+        f"the request for item {item.item_id!r} ({_where(item, position)}) is {size} than "
+        f"the provider takes in one request ({limit:,} bytes); shorten its prompt"
+    )
 
 
 _MAX_PLAIN_DEPTH = 32
