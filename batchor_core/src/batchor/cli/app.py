@@ -4,6 +4,7 @@ on stderr and an exit code (:class:`ExitCode`)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from enum import IntEnum, StrEnum
+from importlib.metadata import version as package_version
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -99,6 +101,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"batchor {package_version('batchor-core')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed batchor-core version and exit.",
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
 artifacts_app = typer.Typer(
     help="Export or prune a finished run's artifacts (request and raw output files).",
     rich_markup_mode=None,
@@ -491,6 +516,28 @@ def export_record(run_id: str, written: TerminalResultsExport) -> dict[str, obje
     }
 
 
+def _export_results(
+    run: Run,
+    output: Path,
+    *,
+    after_sequence: int = 0,
+    append: bool = False,
+    limit: int | None = None,
+) -> TerminalResultsExport:
+    """``run.export_terminal_results``; Ctrl-C says that the file was left as it was."""
+    try:
+        return run.export_terminal_results(
+            output, after_sequence=after_sequence, append=append, limit=limit
+        )
+    except KeyboardInterrupt:
+        note(
+            f"interrupted: {output} was left as it was"
+            + (" (nothing appended)" if append else "")
+            + "; run the command again to write it"
+        )
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+
+
 def _check_results_file(path: Path) -> None:
     if path.suffix.lower() not in (".jsonl", ".parquet"):
         raise typer.BadParameter(
@@ -510,7 +557,7 @@ def results(
     _check_results_file(output)
     run = open_run(storage, artifacts, run_id)
     require_terminal(run, "results", ", or batchor export for what has finished so far")
-    written = run.export_terminal_results(output)
+    written = _export_results(run, output)
     if json_output:
         echo_json(export_record(run_id, written))
     else:
@@ -548,8 +595,8 @@ def export(
     """
     _check_results_file(output)
     run = open_run(storage, artifacts, run_id)
-    written = run.export_terminal_results(
-        output, after_sequence=after_sequence, append=append, limit=limit
+    written = _export_results(
+        run, output, after_sequence=after_sequence, append=append, limit=limit
     )
     if json_output:
         echo_json(export_record(run_id, written))
@@ -806,7 +853,15 @@ def emulator(
         stop.set()
 
     signal.signal(signal.SIGTERM, on_terminate)
-    serve(server, announce=typer.echo, stop=stop)
+    try:
+        serve(server, announce=typer.echo, stop=stop)
+    except OSError as exc:
+        what = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            what = "the port is already in use; stop what listens there or pick another --port"
+        raise OSError(
+            f"cannot listen on {host}:{port}: {what} (--port 0 picks a free one)"
+        ) from None
 
 
 # -- entry point --------------------------------------------------------------------------
