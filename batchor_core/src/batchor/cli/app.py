@@ -367,7 +367,14 @@ def load_output_model(reference: str) -> type[BaseModel]:
             f"{reference!r} is not MODULE:CLASS, e.g. myproject.models:Ticket",
             param_hint="'--structured-output'",
         )
-    return import_model(reference)
+    model = import_model(reference)
+    if model is BaseModel:
+        raise typer.BadParameter(
+            f"{reference} is pydantic.BaseModel itself, which has no fields; name your own "
+            "model class, e.g. myproject.models:Ticket",
+            param_hint="'--structured-output'",
+        )
+    return model
 
 
 def provider_config(
