@@ -1,8 +1,9 @@
-"""An export interrupted or killed midway never destroys the file it replaces or grows.
+"""An export interrupted midway never destroys, nor half-grows, the file it writes.
 
-Each test starts ``batchor`` on a finished run of 20,000 items, waits until the
-child has its output file open (so the export is under way), then signals it the
-way a user or an orchestrator would: SIGINT is Ctrl-C, SIGKILL a kill.
+The Ctrl-C tests start ``batchor`` on a finished run of 20,000 items, wait until
+the child has its output file open (so the export is under way), then send it
+SIGINT, as a terminal does. A crash mid-line (power loss, a full disk) is what an
+append must repair before it adds anything.
 """
 
 from __future__ import annotations
@@ -74,12 +75,21 @@ def writing(process: subprocess.Popen[str], target: Path) -> bool:
     )
 
 
-def signal_midway(cli: Cli, target: Path, signum: int, *args: str) -> subprocess.Popen[str]:
-    """Start ``batchor ARGS``, send ``signum`` once it writes near ``target``, and
-    return the finished process (retrying when it finished first)."""
+def signal_midway(
+    cli: Cli, target: Path, signum: int, *args: str, grown_from: int | None = None
+) -> subprocess.Popen[str]:
+    """Start ``batchor ARGS``, send ``signum`` once it writes near ``target`` (and, with
+    ``grown_from``, once ``target`` has grown past that size), and return the finished
+    process (retrying when it finished first)."""
+
+    def under_way(process: subprocess.Popen[str]) -> bool:
+        if not writing(process, target):
+            return False
+        return grown_from is None or target.stat().st_size > grown_from
+
     for _ in range(ATTEMPTS):
         process = cli.spawn(*args)
-        while process.poll() is None and not writing(process, target):
+        while process.poll() is None and not under_way(process):
             time.sleep(0.002)
         if process.poll() is None:
             process.send_signal(signum)
@@ -108,21 +118,30 @@ def test_ctrl_c_during_an_export_leaves_the_previous_file_whole(finished: Cli, n
         assert pq.read_table(target).num_rows == ITEMS
 
 
-def test_an_append_killed_midway_is_completed_by_the_next_one_without_a_torn_line(
-    finished: Cli,
-) -> None:
+def test_ctrl_c_during_an_append_appends_nothing(finished: Cli) -> None:
     target = finished.cwd / "growing.jsonl"
     target.write_text('{"kept": "a line written before"}\n')
+    before = target.read_bytes()
 
-    killed = signal_midway(
-        finished, target, signal.SIGKILL, "export", "big", "-o", "growing.jsonl", "--append"
-    )
-    killed.communicate()
-    again = finished("export", "big", "-o", "growing.jsonl", "--append")
+    interrupted = signal_midway(
+        finished, target, signal.SIGINT, "export", "big", "-o", "growing.jsonl", "--append",
+        grown_from=len(before),
+    )  # fmt: skip
+    _, stderr = interrupted.communicate()
 
-    assert killed.returncode == -signal.SIGKILL
-    assert again.code == 0, again
+    assert interrupted.returncode == 130
+    assert "interrupted: growing.jsonl was left as it was (nothing appended)" in stderr
+    assert target.read_bytes() == before
+
+
+def test_an_append_after_a_crash_mid_line_first_removes_the_torn_line(finished: Cli) -> None:
+    target = finished.cwd / "torn.jsonl"
+    target.write_text('{"kept": "a whole line"}\n{"item_id": "item00000", "seq')
+    run = BatchRunner(storage=SQLiteStorage(path=finished.cwd / "runs.sqlite3")).get_run("big")
+
+    written = run.export_terminal_results(target, append=True, limit=2)
+
     records = [json.loads(line) for line in target.read_text().splitlines()]
-    assert records[0] == {"kept": "a line written before"}
-    ids = [record["item_id"] for record in records[1:]]
-    assert ids[-ITEMS:] == [f"item{number:05d}" for number in range(ITEMS)]
+    assert written.count == 2
+    assert records[0] == {"kept": "a whole line"}
+    assert [record["item_id"] for record in records[1:]] == ["item00000", "item00001"]

@@ -43,12 +43,12 @@ def test_a_key_in_the_base_url_is_used_and_stored_nowhere(tmp_path: Path) -> Non
             }
         )
 
-    assert started.code == 0, started
-    assert all(outcome.code == 0 for outcome in outcomes.values()), outcomes
-    assert (tmp_path / "exported" / "keyed" / "manifest.json").is_file()
     printed = "".join(o.stdout + o.stderr for o in [started, *outcomes.values()])
     for secret in (URL_KEY, QUERY_KEY):
         assert secret not in printed
         for path in tmp_path.rglob("*"):
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
+    assert started.code == 0, started
+    assert all(outcome.code == 0 for outcome in outcomes.values()), outcomes
+    assert (tmp_path / "exported" / "keyed" / "manifest.json").is_file()
