@@ -95,7 +95,8 @@ def appending(target: str | os.PathLike[str]) -> Iterator[IO[str]]:
     path = Path(target)
     with path.open("a+b") as raw:
         _end_last_line(raw)
-        start = raw.seek(0, os.SEEK_END)
+        raw.flush()  # before the text handle below writes to the same file descriptor
+        start = os.fstat(raw.fileno()).st_size
         try:
             with open(raw.fileno(), "a", encoding="utf-8", newline="\n", closefd=False) as text:
                 yield text

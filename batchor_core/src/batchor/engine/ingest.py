@@ -94,18 +94,15 @@ def ingest(
         storage.runs.mark_ingest_complete(record.run_pk, now=clock.now())
         if record.last_error is not None:
             storage.runs.set_last_error(record.run_pk, None, now=clock.now())
+    except RunStateError:
+        raise  # another process is ingesting the run: its state is that process's
     except BatchorError as exc:
-        if not isinstance(exc, _ConcurrentIngestionError):
-            _record_failure(storage, record, f"ingestion stopped: {exc}", clock)
+        _record_failure(storage, record, f"ingestion stopped: {exc}", clock)
         raise
     finally:
         if lease is not None:
             lease.release()
     return item_count
-
-
-class _ConcurrentIngestionError(RunStateError):
-    """Another process is ingesting the run (internal type; users see RunStateError)."""
 
 
 class _IngestLease:
@@ -147,10 +144,10 @@ class _IngestLease:
     def release(self) -> None:
         self.storage.runs.release_lease(self.record.run_pk, self.owner)
 
-    def busy(self, holder: str | None) -> _ConcurrentIngestionError:
+    def busy(self, holder: str | None) -> RunStateError:
         run_id = self.record.run_id
         by = f" ({holder})" if holder else ""
-        return _ConcurrentIngestionError(
+        return RunStateError(
             f"another process{by} is ingesting run {run_id!r} at the same time; nothing "
             f"was stored twice. Let it finish (batchor status {run_id} shows the items "
             "stored so far); if it has stopped, start the run again with the same run id "
@@ -262,7 +259,7 @@ def _ingest_slices(
 def _concurrent_error(record: RunRecord, lease: _IngestLease | None) -> RunStateError:
     if lease is not None:
         return lease.busy(None)
-    return _ConcurrentIngestionError(
+    return RunStateError(
         f"another process is ingesting run {record.run_id!r} at the same time; nothing was "
         "stored twice. Let it finish, or start the run again with the same run id once "
         "it has stopped"
