@@ -199,10 +199,11 @@ def test_command_line_odds_and_ends_are_one_error_line_or_an_answer(
     base_model = invoke("start", "tickets.csv", *START, "--structured-output", "pydantic:BaseModel")
     version = invoke("--version")
 
-    assert emulator.code == 4
+    assert emulator.code == 2
     assert emulator.stderr == (
-        f"Error: cannot listen on 127.0.0.1:{port}: the port is already in use; stop what "
-        "listens there or pick another --port (--port 0 picks a free one)\n"
+        f"Error: Invalid value for '--port': 127.0.0.1:{port} is already in use; stop what "
+        "listens there or pick another port (--port 0 picks a free one) "
+        "(see 'batchor emulator --help')\n"
     )
     assert base_model[0] == 2
     assert base_model[2] == (

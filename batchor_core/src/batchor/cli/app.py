@@ -863,12 +863,13 @@ def emulator(
     try:
         serve(server, announce=typer.echo, stop=stop)
     except OSError as exc:
-        what = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
-            what = "the port is already in use; stop what listens there or pick another --port"
-        raise OSError(
-            f"cannot listen on {host}:{port}: {what} (--port 0 picks a free one)"
-        ) from None
+            raise typer.BadParameter(
+                f"{host}:{port} is already in use; stop what listens there or pick another "
+                "port (--port 0 picks a free one)",
+                param_hint="'--port'",
+            ) from None
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 # -- entry point --------------------------------------------------------------------------
