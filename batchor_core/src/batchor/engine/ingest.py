@@ -95,7 +95,7 @@ def ingest(
         if record.last_error is not None:
             storage.runs.set_last_error(record.run_pk, None, now=clock.now())
     except RunStateError:
-        raise  # another process is ingesting the run: its state is that process's
+        raise  # another process is ingesting the run: its last error is not ours to set
     except BatchorError as exc:
         _record_failure(storage, record, f"ingestion stopped: {exc}", clock)
         raise
