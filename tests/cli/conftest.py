@@ -44,7 +44,7 @@ def invoke(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setenv("OPENAI_API_KEY", TEST_API_KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    # no OPENAI_BASE_URL: it would win over the address stored with each run
     monkeypatch.setenv("COLUMNS", "100")
     write_csv(tmp_path / "tickets.csv", tickets(3))
     write_jsonl(tmp_path / "tickets.jsonl", tickets(3))

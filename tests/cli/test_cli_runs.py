@@ -92,6 +92,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
                               "--wait"])],
             }
         )  # fmt: skip
+        slow_cli = cli.with_env(OPENAI_BASE_URL=slow_server.base_url)
         then = run_chains(
             {
                 "status": [(cli, ["status", "composite"])],
@@ -100,9 +101,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
                                   "--after-sequence", "1", "--limit", "2", "--append"])],
                 "pause, resume": [(cli, ["pause", "running", "--json"]),
                                   (cli, ["resume", "running", "--json"])],
-                "cancel remote, wait": [(cli, ["cancel", "slow", "--remote", "--json"]),
-                                        (cli, ["wait", "slow", "--json",
-                                               "--poll-interval", "0.1"])],
+                "cancel remote, wait": [(slow_cli, ["cancel", "slow", "--remote", "--json"]),
+                                        (slow_cli, ["wait", "slow", "--json",
+                                                    "--poll-interval", "0.1"])],
                 "export, prune": [(cli, ["artifacts", "export", "composite", "exported",
                                          "--json"]),
                                   (cli, ["artifacts", "prune", "composite"])],

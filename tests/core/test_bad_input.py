@@ -18,7 +18,6 @@ from batchor import (
     OpenAIProviderConfig,
     PromptParts,
     RunStatus,
-    StructuredOutputImportError,
     StructuredOutputSchemaError,
 )
 
@@ -113,7 +112,7 @@ def test_an_invalid_schema_is_rejected_before_anything_is_stored(
     assert runner.storage.runs.get("never_stored") is None
 
 
-def test_an_unimportable_structured_output_class_is_named_on_rehydration(
+def test_an_unimportable_structured_output_class_is_named_in_each_rehydrated_result(
     runner: BatchRunner, provider_config: OpenAIProviderConfig
 ) -> None:
     class LocalOnly(BaseModel):
@@ -129,8 +128,10 @@ def test_an_unimportable_structured_output_class_is_named_on_rehydration(
         run_id="local_model",
     )
     fresh = BatchRunner(storage=runner.storage, artifact_store=runner.artifact_store)
-    with pytest.raises(StructuredOutputImportError, match="LocalOnly"):
-        fresh.get_run("local_model").results()
+    (result,) = fresh.get_run("local_model").results()
+
+    assert result.output is None and result.output_text is not None
+    assert result.output_error is not None and "LocalOnly" in result.output_error
 
 
 def test_an_error_mid_input_keeps_what_was_stored_and_the_run_resumes(

@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "types": 1,
     "results": 1,
+    "files": 1,
     "testing": 1,
     "providers": 2,
     "sources": 2,

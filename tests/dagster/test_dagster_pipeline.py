@@ -180,6 +180,7 @@ def test_the_results_parquet_has_one_checked_row_per_item(pipeline: Pipeline) ->
         "urgency",
         "summary",
         "output_text",
+        "output_error",
         "error_code",
         "error_message",
         "attempts",

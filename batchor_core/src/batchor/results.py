@@ -77,10 +77,14 @@ class ItemResult:
 
     ``output`` is the parsed structured-output model (or the embedding vector,
     or ``None`` for plain text); ``output_text`` is the raw text it was parsed
-    from. ``attempts`` counts executions by the provider; ``resubmissions`` the
-    times the item was sent again because the provider never ran it (an expired
-    batch, a missing line). ``sequence`` numbers terminal results 1, 2, 3... in
-    the order they became terminal, without gaps.
+    from. A completed item whose stored text cannot become the model now has
+    ``output=None`` and ``output_error`` saying why: the class was changed since
+    the reply was received (which field no longer validates), or it cannot be
+    imported in this process. ``output_text`` is always kept. ``attempts``
+    counts executions by the provider; ``resubmissions`` the times the item was
+    sent again because the provider never ran it (an expired batch, a missing
+    line). ``sequence`` numbers terminal results 1, 2, 3... in the order they
+    became terminal, without gaps.
     """
 
     item_id: str
@@ -93,6 +97,7 @@ class ItemResult:
     metadata: Mapping[str, Any]
     sequence: int
     resubmissions: int = 0
+    output_error: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-ready dict (``output`` as plain data)."""
@@ -107,6 +112,7 @@ class ItemResult:
             "resubmissions": self.resubmissions,
             "output": output,
             "output_text": self.output_text,
+            "output_error": self.output_error,
             "error": None
             if self.error is None
             else {

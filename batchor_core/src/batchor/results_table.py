@@ -7,8 +7,10 @@ Columns, in order:
 - ``item_id``, ``status`` (``completed`` / ``failed``);
 - the output: one column per field of the structured-output model (typed:
   strings, integers, floats, booleans, lists and nested structs; anything else
-  as JSON text) followed by ``output_text`` (the raw reply), or ``output_text``
-  alone for plain text jobs, ``embedding`` (``list<double>``) for embeddings,
+  as JSON text) followed by ``output_text`` (the raw reply) and ``output_error``
+  (why a stored reply did not become the model, see
+  :attr:`~batchor.ItemResult.output_error`), or ``output_text`` alone for plain
+  text jobs, ``embedding`` (``list<double>``) for embeddings,
   ``output_json`` (JSON text) for other data;
 - ``error_code``, ``error_message``, ``attempts``, ``resubmissions``,
   ``input_tokens``, ``cached_input_tokens``, ``output_tokens``,
@@ -43,6 +45,7 @@ FIXED_COLUMNS = frozenset(
         "item_id",
         "status",
         "output_text",
+        "output_error",
         "output_json",
         "embedding",
         "error_code",
@@ -74,13 +77,23 @@ class _OutputColumn:
 
 
 class ResultsTableLayout:
-    """The Arrow schema of a job's results and how each result becomes a row."""
+    """The Arrow schema of a job's results and how each result becomes a row.
+
+    ``output_errors`` adds the ``output_error`` column after ``output_text``; it
+    is on by default for structured output, and a run whose output class cannot
+    be imported here passes ``structured_output=None, output_errors=True``.
+    """
 
     def __init__(
         self,
         structured_output: type[BaseModel] | None,
         output_kind: OutputKind = OutputKind.TEXT,
+        *,
+        output_errors: bool | None = None,
     ) -> None:
+        if output_errors is None:
+            output_errors = structured_output is not None
+        error_columns = [_OutputColumn("output_error", None, pa.string(), False)]
         if structured_output is not None:
             # the raw text too: it stays readable whatever the model class becomes
             self._outputs = [
@@ -89,7 +102,10 @@ class ResultsTableLayout:
                     for name, field in structured_output.model_fields.items()
                 ),
                 _OutputColumn("output_text", None, pa.string(), False),
+                *(error_columns if output_errors else []),
             ]
+        elif output_errors:
+            self._outputs = [_OutputColumn("output_text", None, pa.string(), False), *error_columns]
         elif output_kind is OutputKind.EMBEDDING:
             self._outputs = [_OutputColumn("embedding", None, pa.list_(pa.float64()), False)]
         elif output_kind is OutputKind.DATA:
@@ -153,7 +169,9 @@ class ResultsTableLayout:
     def _append_outputs(self, columns: dict[str, list[Any]], result: ItemResult) -> None:
         output = result.output
         if not self._structured:
-            (only,) = self._outputs
+            only, *errors = self._outputs
+            if errors:
+                columns["output_error"].append(result.output_error)
             if only.column == "output_text":
                 columns[only.column].append(result.output_text)
             elif only.as_json:
@@ -163,6 +181,9 @@ class ResultsTableLayout:
             return
         data = output.model_dump(mode="json") if isinstance(output, BaseModel) else None
         for column in self._outputs:
+            if column.column == "output_error":
+                columns[column.column].append(result.output_error)
+                continue
             if column.field is None:  # output_text
                 columns[column.column].append(result.output_text)
                 continue

@@ -15,12 +15,12 @@ from functools import cached_property
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel
 
 from batchor.artifacts.base import ArtifactStore, run_prefix
 from batchor.engine.config import RunConfig
 from batchor.engine.driver import RunDriver
 from batchor.engine.planning import estimated_cost_usd, poll_delay
+from batchor.engine.structured import ReadOutput, StructuredOutput
 from batchor.errors import (
     ArtifactRuleError,
     ConfigurationError,
@@ -29,7 +29,7 @@ from batchor.errors import (
     RunStateError,
     RunTimeoutError,
 )
-from batchor.providers.base import OutputKind
+from batchor.files import appending, replaced_atomically, written_atomically
 from batchor.results import (
     COST_LIMIT_REASON,
     ArtifactExport,
@@ -85,8 +85,8 @@ class Run:
         return self._driver.config
 
     @cached_property
-    def _output_model(self) -> type[BaseModel] | None:
-        return self._driver.output_model()
+    def _structured(self) -> StructuredOutput:
+        return StructuredOutput(self.config, self._driver.output_model)
 
     # -- progress -----------------------------------------------------------------------
 
@@ -286,16 +286,13 @@ class Run:
             error = ItemError(
                 stored.error_code, stored.error_message or "", bool(stored.error_retryable)
             )
-        output = None
+        read = ReadOutput(None)
         if error is None and stored.output_text is not None:
-            if self._output_model is not None:
-                output = self._output_model.model_validate_json(stored.output_text)
-            elif self.config.provider.output_kind is not OutputKind.TEXT:
-                output = json.loads(stored.output_text)
+            read = self._structured.read(stored.output_text)
         return ItemResult(
             item_id=stored.item_id,
             status=stored.status,
-            output=output,
+            output=read.output,
             output_text=stored.output_text,
             error=error,
             attempts=stored.attempts,
@@ -308,6 +305,7 @@ class Run:
             metadata=json.loads(stored.metadata_json) if stored.metadata_json else {},
             sequence=stored.sequence or 0,
             resubmissions=stored.resubmissions,
+            output_error=read.error,
         )
 
     def results(self) -> list[ItemResult]:
@@ -343,7 +341,11 @@ class Run:
 
     def results_layout(self) -> ResultsTableLayout:
         """The Arrow layout of this run's results table (see :mod:`batchor.results_table`)."""
-        return ResultsTableLayout(self._output_model, self.config.provider.output_kind)
+        return ResultsTableLayout(
+            self._structured.output_class,
+            self.config.provider.output_kind,
+            output_errors=self.config.structured_output is not None,
+        )
 
     def export_terminal_results(
         self,
@@ -353,7 +355,12 @@ class Run:
         limit: int | None = None,
     ) -> TerminalResultsExport:
         """Write terminal results after ``after_sequence`` to JSONL (or Parquet when
-        ``path`` ends in ``.parquet``); returns the cursor to continue from."""
+        ``path`` ends in ``.parquet``); returns the cursor to continue from.
+
+        The file is written beside ``path`` and renamed into place once complete, so
+        an error or an interruption leaves the previous file as it was. With
+        ``append=True`` (JSONL only) a failed append is cut back off the file, which
+        never ends in half a line."""
         target = Path(path).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         results = self.iter_results(after_sequence)
@@ -362,10 +369,11 @@ class Run:
         if target.suffix == ".parquet":
             if append:
                 raise ConfigurationError("append=True is only supported for JSONL exports")
-            count, last = _write_results_parquet(target, results, self.results_layout())
+            with replaced_atomically(target) as temporary:
+                count, last = _write_results_parquet(temporary, results, self.results_layout())
         else:
             count, last = 0, after_sequence
-            with target.open("a" if append else "w", encoding="utf-8") as handle:
+            with appending(target) if append else written_atomically(target) as handle:
                 for result in results:
                     handle.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
                     count, last = count + 1, result.sequence
@@ -390,7 +398,11 @@ class Run:
             relative = key[len(prefix) :]
             target = destination / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            with self._artifacts.open_read(key) as source, target.open("wb") as handle:
+            with (
+                self._artifacts.open_read(key) as source,
+                replaced_atomically(target) as temporary,
+                temporary.open("wb") as handle,
+            ):
                 shutil.copyfileobj(source, handle, 1024 * 1024)
             exported.append(relative)
         results_path = destination / "results.jsonl"
@@ -410,7 +422,8 @@ class Run:
             ],
         }
         manifest_path = destination / "manifest.json"
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        with written_atomically(manifest_path) as handle:
+            handle.write(json.dumps(manifest, indent=2) + "\n")
         self._storage.runs.mark_raw_outputs_exported(record.run_pk, now=self._clock.now())
         return ArtifactExport(
             directory=destination,
@@ -469,6 +482,8 @@ def _timeout_message(summary: RunSummary, timeout: float) -> str:
             )
             + " (resume() it, or batchor resume)"
         )
+    if summary.last_error:
+        waiting += f"; last error: {summary.last_error}"
     return (
         f"run {summary.run_id!r} is still {summary.status.value} after {timeout:g} s "
         f"({summary.terminal_items:,}/{summary.total_items:,} items terminal){waiting}; "

@@ -19,9 +19,15 @@ from batchor.engine.config import RunConfig, describe_differences
 from batchor.engine.driver import LEASE_TTL_SECONDS, RunDriver, new_lease_owner
 from batchor.engine.ingest import ProgressCallback, collector_skipping_older_objects, ingest
 from batchor.engine.plan import plan_job
-from batchor.errors import ConfigurationError, RunNotFoundError, SourceMismatchError
+from batchor.errors import (
+    ConfigurationError,
+    RunNotFoundError,
+    SourceMismatchError,
+    StorageConflictError,
+)
 from batchor.job import BatchJob
 from batchor.providers.base import BatchProvider
+from batchor.providers.credentials import without_credentials
 from batchor.results import JobPlan
 from batchor.run import Run
 from batchor.sources.base import CheckpointedItemSource, resume_conflict
@@ -87,7 +93,10 @@ class BatchRunner:
                 )
         self.artifact_store = artifact_store
         self.clock: Clock = clock or SystemClock()
-        self._api_key = api_key
+        url_key = None
+        if base_url is not None:
+            base_url, url_key = without_credentials(base_url)
+        self._api_key = api_key or url_key
         self._base_url = base_url
         self._owner = new_lease_owner()
         self.lease_ttl = lease_ttl
@@ -110,6 +119,13 @@ class BatchRunner:
         plain iterables); a different source or job config raises
         :class:`SourceMismatchError`. ``progress`` is called with the number of
         items stored after each slice.
+
+        While it ingests, this runner holds the run's lease: a second ``start`` of
+        the same run elsewhere meanwhile raises :class:`RunStateError` saying that
+        another process is ingesting it. If ingestion fails, the run stays
+        ``running`` with ``ingest_complete=False`` and the reason as its
+        ``last_error``; ``start`` again with the same ``run_id`` resumes it, and
+        ``cancel()`` discards it.
         """
         config = RunConfig.from_job(job)
         if job.cost_limit_usd is not None and config.provider.price() is None:
@@ -125,18 +141,25 @@ class BatchRunner:
         run_id = check_run_id(run_id) if run_id is not None else new_run_id(self.clock)
         record = self.storage.runs.get(run_id)
         if record is None:
-            record = self.storage.runs.create(
-                NewRun(
-                    run_id=run_id,
-                    provider=config.provider.kind,
-                    model=config.provider.model,
-                    config=config.to_json(),
-                    config_fingerprint=config.fingerprint(),
-                    source_identity=identity,
-                    cost_limit_usd=job.cost_limit_usd,
-                ),
-                now=self.clock.now(),
-            )
+            try:
+                record = self.storage.runs.create(
+                    NewRun(
+                        run_id=run_id,
+                        provider=config.provider.kind,
+                        model=config.provider.model,
+                        config=config.to_json(),
+                        config_fingerprint=config.fingerprint(),
+                        source_identity=identity,
+                        cost_limit_usd=job.cost_limit_usd,
+                    ),
+                    now=self.clock.now(),
+                )
+            except StorageConflictError:
+                # another process created it a moment ago: the same job, or a mismatch
+                record = self.storage.runs.get(run_id)
+                if record is None:
+                    raise
+                _check_same_job(record, config, identity, job.items)
         else:
             _check_same_job(record, config, identity, job.items)
             if job.cost_limit_usd is not None and job.cost_limit_usd != record.cost_limit_usd:
@@ -158,6 +181,8 @@ class BatchRunner:
                 run._driver.provider,
                 clock=self.clock,
                 progress=progress,
+                owner=self._owner,
+                lease_ttl=self.lease_ttl,
             )
         run.summary()
         return run

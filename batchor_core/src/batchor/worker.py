@@ -69,6 +69,7 @@ def run_worker(
     artifact_store: ArtifactStore | None = None,
     *,
     api_key: str | None = None,
+    base_url: str | None = None,
     poll_interval: float | None = None,
     max_runs_per_tick: int = 1,
     stop_event: threading.Event | None = None,
@@ -82,6 +83,8 @@ def run_worker(
     ``artifact_store`` must be the store the runs were started with; it defaults
     to the one beside a SQLite file, and is required for PostgreSQL. ``api_key``
     is the provider key (else ``$OPENAI_API_KEY``); it is never stored.
+    ``base_url`` drives every run through that API address instead of the one
+    stored with it.
     ``poll_interval`` fixes the seconds slept after a round in which nothing
     changed; by default it adapts as ``Run.wait`` does (0.2 s after a change,
     backing off to a minute). ``max_runs_per_tick`` is how many runs are claimed
@@ -101,7 +104,9 @@ def run_worker(
             f"{storage!r} has no default artifact location: pass artifact_store=, the store "
             "the runs were started with (for example FsspecArtifactStore('s3://bucket/prefix'))"
         )
-    runner = BatchRunner(storage, artifact_store, api_key=api_key, lease_ttl=lease_ttl)
+    runner = BatchRunner(
+        storage, artifact_store, api_key=api_key, base_url=base_url, lease_ttl=lease_ttl
+    )
     stop = stop_event or threading.Event()
     worker = _Worker(runner, max_runs_per_tick)
     logger.info("worker %s started on %r", runner.lease_owner, storage)

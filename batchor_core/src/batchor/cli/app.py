@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from enum import IntEnum, StrEnum
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated
 
@@ -26,12 +27,12 @@ from batchor.cli.display import (
     note,
     summary_record,
 )
-from batchor.cli.inputs import PromptBuilder, open_source, prompt_fingerprint
+from batchor.cli.inputs import CSV_ENCODING, PromptBuilder, open_source, prompt_fingerprint
 from batchor.cli.settings import (
     API_KEY_ENV,
     ARTIFACTS_ENV,
+    BASE_URL_ENV,
     STORAGE_ENV,
-    base_url_from_env,
     load_env_file,
     open_runner,
     require_api_key,
@@ -99,6 +100,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"batchor {package_version('batchor-core')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed batchor-core version and exit.",
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
 artifacts_app = typer.Typer(
     help="Export or prune a finished run's artifacts (request and raw output files).",
     rich_markup_mode=None,
@@ -143,6 +167,17 @@ PollIntervalOption = Annotated[
         "backing off to a minute).",
     ),
 ]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        envvar=BASE_URL_ENV,
+        metavar="URL",
+        show_default="the URL stored with the run",
+        help="OpenAI-compatible API address to reach the provider through; wins over the "
+        "one stored with the run.",
+    ),
+]
 ResultsFileOption = Annotated[
     Path,
     typer.Option(
@@ -155,9 +190,12 @@ ResultsFileOption = Annotated[
 ]
 
 
-def open_run(storage: str | None, artifacts: Path | None, run_id: str) -> Run:
-    """The run ``run_id`` in the storage the options name, or a usage error."""
-    runner = open_runner(storage, artifacts)
+def open_run(
+    storage: str | None, artifacts: Path | None, run_id: str, base_url: str | None = None
+) -> Run:
+    """The run ``run_id`` in the storage the options name, or a usage error;
+    ``base_url`` points the run at another API address."""
+    runner = open_runner(storage, artifacts, base_url=base_url)
     try:
         return runner.get_run(run_id)
     except RunNotFoundError:
@@ -240,6 +278,15 @@ EnqueuedTokenLimitOption = Annotated[
         "70% of it in flight at most.",
     ),
 ]
+EncodingOption = Annotated[
+    str,
+    typer.Option(
+        "--encoding",
+        metavar="CODEC",
+        help="Text encoding of CSV inputs, e.g. cp1252 or latin-1 (UTF-8, with or "
+        "without a byte-order mark, by default).",
+    ),
+]
 CostLimitOption = Annotated[
     float | None,
     typer.Option(
@@ -262,6 +309,8 @@ def build_job(
     endpoint: Endpoint,
     enqueued_token_limit: int | None,
     cost_limit: float | None,
+    encoding: str,
+    base_url: str | None,
 ) -> BatchJob:
     """The job ``start`` and ``plan`` describe with the same options."""
     if cost_limit is not None and cost_limit <= 0:
@@ -271,9 +320,9 @@ def build_job(
     prompt = PromptBuilder.from_options(prompt_column, prompt_template, system_prompt)
     output_model = None if structured_output is None else load_output_model(structured_output)
     return BatchJob(
-        items=open_source(inputs, id_column, prompt),
+        items=open_source(inputs, id_column, prompt, encoding),
         build_prompt=prompt,
-        provider_config=provider_config(model, endpoint, enqueued_token_limit),
+        provider_config=provider_config(model, endpoint, enqueued_token_limit, base_url),
         structured_output=output_model,
         batch_metadata={PROMPT_FINGERPRINT_KEY: prompt_fingerprint(id_column, prompt)},
         cost_limit_usd=cost_limit,
@@ -288,6 +337,7 @@ def start(
     prompt_column: PromptColumnOption = None,
     prompt_template: PromptTemplateOption = None,
     system_prompt: SystemPromptOption = None,
+    encoding: EncodingOption = CSV_ENCODING,
     structured_output: StructuredOutputOption = None,
     endpoint: EndpointOption = Endpoint.RESPONSES,
     enqueued_token_limit: EnqueuedTokenLimitOption = None,
@@ -309,6 +359,7 @@ def start(
         typer.Option("--timeout", metavar="SECONDS", min=0, help="With --wait: give up after."),
     ] = None,
     poll_interval: PollIntervalOption = None,
+    base_url: BaseUrlOption = None,
     storage: StorageOption = None,
     artifacts: ArtifactsOption = None,
     json_output: JsonOption = False,
@@ -335,8 +386,10 @@ def start(
         endpoint=endpoint,
         enqueued_token_limit=enqueued_token_limit,
         cost_limit=cost_limit,
+        encoding=encoding,
+        base_url=base_url,
     )
-    runner = open_runner(storage, artifacts)
+    runner = open_runner(storage, artifacts, base_url=base_url)
     run_id = run_id or new_run_id(runner.clock)
     note(f"{run_id}: {_ingestion_plan(runner, run_id, job, len(inputs))}")
     try:
@@ -375,6 +428,8 @@ def plan(
     endpoint: EndpointOption = Endpoint.RESPONSES,
     enqueued_token_limit: EnqueuedTokenLimitOption = None,
     cost_limit: CostLimitOption = None,
+    encoding: EncodingOption = CSV_ENCODING,
+    base_url: BaseUrlOption = None,
     storage: StorageOption = None,
     artifacts: ArtifactsOption = None,
     json_output: JsonOption = False,
@@ -396,6 +451,8 @@ def plan(
         endpoint=endpoint,
         enqueued_token_limit=enqueued_token_limit,
         cost_limit=cost_limit,
+        encoding=encoding,
+        base_url=base_url,
     )
     planned = open_runner(storage, artifacts).plan(job)
     if json_output:
@@ -412,16 +469,24 @@ def load_output_model(reference: str) -> type[BaseModel]:
             f"{reference!r} is not MODULE:CLASS, e.g. myproject.models:Ticket",
             param_hint="'--structured-output'",
         )
-    return import_model(reference)
+    model = import_model(reference)
+    if model is BaseModel:
+        raise typer.BadParameter(
+            f"{reference} is pydantic.BaseModel itself, which has no fields; name your own "
+            "model class, e.g. myproject.models:Ticket",
+            param_hint="'--structured-output'",
+        )
+    return model
 
 
 def provider_config(
-    model: str, endpoint: Endpoint, enqueued_token_limit: int | None
+    model: str, endpoint: Endpoint, enqueued_token_limit: int | None, base_url: str | None
 ) -> OpenAIProviderConfig:
     """The provider settings of a CLI run. The key stays in the environment (the
-    provider reads it); ``$OPENAI_BASE_URL`` is stored with the run when set."""
+    provider reads it); ``--base-url`` / ``$OPENAI_BASE_URL`` is stored with the run
+    when set (without any credentials it holds)."""
     require_api_key()
-    base_url = base_url_from_env()
+    base_url = base_url or None
     return OpenAIProviderConfig(
         model=model,
         endpoint=endpoint.value,
@@ -462,6 +527,7 @@ def status(
             "--refresh", help="Advance the run one step (poll the provider) before reporting."
         ),
     ] = False,
+    base_url: BaseUrlOption = None,
     storage: StorageOption = None,
     artifacts: ArtifactsOption = None,
     json_output: JsonOption = False,
@@ -470,7 +536,7 @@ def status(
 
     Reads the storage only, unless --refresh.
     """
-    run = open_run(storage, artifacts, run_id)
+    run = open_run(storage, artifacts, run_id, base_url)
     summary = run.refresh() if refresh else run.summary()
     if json_output:
         echo_json(summary_record(summary))
@@ -511,6 +577,7 @@ def wait(
         ),
     ] = None,
     poll_interval: PollIntervalOption = None,
+    base_url: BaseUrlOption = None,
     storage: StorageOption = None,
     artifacts: ArtifactsOption = None,
     json_output: JsonOption = False,
@@ -520,7 +587,7 @@ def wait(
     Exits 0 when every item completed, 1 when the run ended with failures or
     was cancelled. Interrupting (Ctrl-C) stops watching, not the run.
     """
-    run = open_run(storage, artifacts, run_id)
+    run = open_run(storage, artifacts, run_id, base_url)
     _wait_and_report(run, timeout, poll_interval, json_output)
 
 
@@ -558,6 +625,28 @@ def export_record(run_id: str, written: TerminalResultsExport) -> dict[str, obje
     }
 
 
+def _export_results(
+    run: Run,
+    output: Path,
+    *,
+    after_sequence: int = 0,
+    append: bool = False,
+    limit: int | None = None,
+) -> TerminalResultsExport:
+    """``run.export_terminal_results``; Ctrl-C says that the file was left as it was."""
+    try:
+        return run.export_terminal_results(
+            output, after_sequence=after_sequence, append=append, limit=limit
+        )
+    except KeyboardInterrupt:
+        note(
+            f"interrupted: {output} was left as it was"
+            + (" (nothing appended)" if append else "")
+            + "; run the command again to write it"
+        )
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+
+
 def _check_results_file(path: Path) -> None:
     if path.suffix.lower() not in (".jsonl", ".parquet"):
         raise typer.BadParameter(
@@ -577,7 +666,7 @@ def results(
     _check_results_file(output)
     run = open_run(storage, artifacts, run_id)
     require_terminal(run, "results", ", or batchor export for what has finished so far")
-    written = run.export_terminal_results(output)
+    written = _export_results(run, output)
     if json_output:
         echo_json(export_record(run_id, written))
     else:
@@ -615,8 +704,8 @@ def export(
     """
     _check_results_file(output)
     run = open_run(storage, artifacts, run_id)
-    written = run.export_terminal_results(
-        output, after_sequence=after_sequence, append=append, limit=limit
+    written = _export_results(
+        run, output, after_sequence=after_sequence, append=append, limit=limit
     )
     if json_output:
         echo_json(export_record(run_id, written))
@@ -770,6 +859,7 @@ def cancel(
         bool,
         typer.Option("--remote", help="Also cancel the provider's batches now in flight."),
     ] = False,
+    base_url: BaseUrlOption = None,
     storage: StorageOption = None,
     artifacts: ArtifactsOption = None,
     json_output: JsonOption = False,
@@ -780,7 +870,7 @@ def cancel(
     --remote, cancelled at the provider), then every unfinished item fails with
     run_cancelled. The run ends when next driven (batchor wait).
     """
-    run = open_run(storage, artifacts, run_id)
+    run = open_run(storage, artifacts, run_id, base_url)
     if remote:
         require_api_key()
     run.cancel(remote=remote)
@@ -820,6 +910,7 @@ def worker(
         ),
     ] = LEASE_TTL_SECONDS,
     poll_interval: PollIntervalOption = None,
+    base_url: BaseUrlOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Drive every active run in the storage until stopped (SIGTERM/Ctrl-C) or idle.
@@ -840,6 +931,7 @@ def worker(
         max_runs_per_tick=max_runs_per_tick,
         until_idle=until_idle,
         lease_ttl=lease_ttl,
+        base_url=base_url or None,
     )
     if json_output:
         echo_json(asdict(report))

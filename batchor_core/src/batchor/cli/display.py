@@ -75,10 +75,16 @@ def note(message: str) -> None:
 
 
 def status_text(summary: RunSummary) -> str:
-    """``running``, ``running (paused)``, ``completed_with_failures``..."""
-    if summary.status.is_terminal or summary.control_state is RunControlState.RUNNING:
+    """``running``, ``running (paused)``, ``running (ingest incomplete)``,
+    ``completed_with_failures``..."""
+    if summary.status.is_terminal:
         return summary.status.value
-    return f"{summary.status.value} ({summary.control_state.value})"
+    notes = []
+    if summary.control_state is not RunControlState.RUNNING:
+        notes.append(summary.control_state.value)
+    if not summary.ingest_complete:
+        notes.append("ingest incomplete")
+    return f"{summary.status.value} ({', '.join(notes)})" if notes else summary.status.value
 
 
 def format_summary(summary: RunSummary) -> str:

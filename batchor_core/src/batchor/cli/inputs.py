@@ -12,11 +12,13 @@ the id column's value as text.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
+import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +34,18 @@ from batchor.sources import (
     file_format,
     file_source,
 )
+from batchor.sources.csv_file import allow_large_fields, decoding_problem
 from batchor.types import BatchItem, PromptParts
 
 CSV_ENCODING = "utf-8-sig"
 """UTF-8, with or without the byte-order mark spreadsheet programs write."""
 
 _MAX_LISTED_COLUMNS = 12
+
+MAX_TEMPLATE_WIDTH = 10_000
+"""The largest width or precision a ``--prompt-template`` field may ask for
+(``{text:>80}``, ``{score:.3f}``): a format spec can otherwise make one row's
+prompt as large as memory allows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +101,9 @@ def template_fields(template: str) -> tuple[str, ...]:
     """The column names a ``str.format`` template refers to, in order of appearance.
 
     ``{text}``, ``{score:.2f}`` and ``{text!r}`` are fine; positional fields
-    (``{}``, ``{0}``) are not, since rows are looked up by column name.
+    (``{}``, ``{0}``) are not, since rows are looked up by column name, nor are
+    fields inside a format spec (``{text:>{width}}``) or a width or precision above
+    :data:`MAX_TEMPLATE_WIDTH`.
     """
     problem = "'--prompt-template'"
     try:
@@ -104,9 +114,10 @@ def template_fields(template: str) -> tuple[str, ...]:
             param_hint=problem,
         ) from None
     fields: list[str] = []
-    for _literal, field_name, _spec, _conversion in parsed:
+    for _literal, field_name, spec, _conversion in parsed:
         if field_name is None:
             continue
+        _check_format_spec(field_name, spec or "")
         name = field_name.split(".", 1)[0].split("[", 1)[0]
         if not name or name.isdigit():
             raise typer.BadParameter(
@@ -116,6 +127,25 @@ def template_fields(template: str) -> tuple[str, ...]:
         if name not in fields:
             fields.append(name)
     return tuple(fields)
+
+
+def _check_format_spec(field_name: str, spec: str) -> None:
+    """A usage error for a format spec that is computed from the data or that asks
+    for more than :data:`MAX_TEMPLATE_WIDTH` characters."""
+    problem = "'--prompt-template'"
+    if "{" in spec:
+        raise typer.BadParameter(
+            f"{{{field_name}:{spec}}} takes its format from another field; write the width "
+            "or precision as a number",
+            param_hint=problem,
+        )
+    numbers = [int(digits) for digits in re.findall(r"\d+", spec)]
+    if numbers and max(numbers) > MAX_TEMPLATE_WIDTH:
+        raise typer.BadParameter(
+            f"{{{field_name}:{spec}}} asks for {max(numbers):,} characters; a width or "
+            f"precision may be at most {MAX_TEMPLATE_WIDTH:,}",
+            param_hint=problem,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,13 +180,33 @@ def input_format(path: Path) -> str:
         raise typer.BadParameter(str(exc), param_hint="'INPUT'") from None
 
 
-def read_columns(path: Path, kind: str) -> list[str]:
+def read_columns(path: Path, kind: str, csv_encoding: str = CSV_ENCODING) -> list[str]:
     """The column names of an input: CSV header, first JSONL object, Parquet schema."""
     if kind == "csv":
-        with path.open(encoding=CSV_ENCODING, newline="") as handle:
-            for header in csv.reader(handle):
-                if header:
-                    return header
+        allow_large_fields()
+        try:
+            decoder = codecs.getincrementaldecoder(csv_encoding)()
+        except LookupError:
+            raise typer.BadParameter(
+                f"unknown encoding {csv_encoding!r}", param_hint="'--encoding'"
+            ) from None
+        lines_read = 0
+        with path.open("rb") as handle:
+
+            def decoded_lines() -> Iterator[str]:
+                nonlocal lines_read
+                for raw in handle:
+                    lines_read += 1
+                    yield decoder.decode(raw)
+
+            try:
+                for header in csv.reader(decoded_lines()):
+                    if header:
+                        return header
+            except UnicodeDecodeError as exc:
+                handle.seek(0)
+                problem = decoding_problem(exc, csv_encoding, handle.read(4), "--encoding")
+                raise _input_problem(f"{path}, line {lines_read}: {problem}") from None
         raise _input_problem(f"{path}: the file is empty; a CSV input needs a header row")
     if kind == "jsonl":
         with path.open("rb") as handle:
@@ -202,9 +252,13 @@ def check_columns(path: Path, columns: Sequence[str], wanted: Mapping[str, str])
 
 
 def open_source(
-    paths: Sequence[Path], id_column: str, prompt: PromptBuilder
+    paths: Sequence[Path],
+    id_column: str,
+    prompt: PromptBuilder,
+    csv_encoding: str = CSV_ENCODING,
 ) -> CheckpointedItemSource:
-    """The checkpointed source over ``paths``, after checking every file's columns."""
+    """The checkpointed source over ``paths``, after checking every file's columns
+    (``csv_encoding``: how CSV files are encoded)."""
     wanted = {id_column: "--id-column"}
     option = "--prompt-column" if prompt.prompt_column is not None else "--prompt-template"
     for field in prompt.fields:
@@ -212,13 +266,13 @@ def open_source(
     reader = RowReader(id_column, prompt.fields)
     sources: list[CheckpointedItemSource] = []
     for path in paths:
-        check_columns(path, read_columns(path, input_format(path)), wanted)
+        check_columns(path, read_columns(path, input_format(path), csv_encoding), wanted)
         sources.append(
             file_source(
                 path,
                 item_id_from_row=reader.item_id,
                 payload_from_row=reader.payload,
-                csv_encoding=CSV_ENCODING,
+                csv_encoding=csv_encoding,
                 columns=list(wanted),
             )
         )

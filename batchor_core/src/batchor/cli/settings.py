@@ -3,7 +3,9 @@
 ``--storage URL`` (or ``$BATCHOR_STORAGE``) picks the storage, ``--artifacts
 DIR`` (or ``$BATCHOR_ARTIFACTS``) the artifact directory, and the OpenAI
 credentials come from ``$OPENAI_API_KEY`` / ``$OPENAI_BASE_URL``, which a
-``.env`` file in the working directory may provide. The API key is read by the
+``.env`` file in the working directory may provide. The address a command
+drives runs through (``--base-url`` or ``$OPENAI_BASE_URL``) wins over the one
+stored with a run, so a run can move to another endpoint. The API key is read by the
 provider only; nothing here prints or stores it.
 """
 
@@ -80,12 +82,16 @@ def open_storage(url: str | None) -> Storage:
     return core_open_storage(url)
 
 
-def open_runner(storage_url: str | None, artifacts: Path | None) -> BatchRunner:
+def open_runner(
+    storage_url: str | None, artifacts: Path | None, *, base_url: str | None = None
+) -> BatchRunner:
     """A runner on the storage and artifact directory the options name.
 
     Artifacts default to the directory beside a SQLite file. A PostgreSQL
     storage has no such place, and the runner's fallback (a temporary
     directory) would vanish with this process, so it needs ``--artifacts``.
+    ``base_url`` (``--base-url`` or ``$OPENAI_BASE_URL``) overrides the API address
+    stored with the runs it drives.
     """
     if artifacts is None and is_postgres(storage_url):
         raise typer.BadParameter(
@@ -96,6 +102,7 @@ def open_runner(storage_url: str | None, artifacts: Path | None) -> BatchRunner:
     return BatchRunner(
         storage=open_storage(storage_url),
         artifact_store=None if artifacts is None else LocalArtifactStore(artifacts),
+        base_url=base_url or None,
     )
 
 
@@ -105,8 +112,3 @@ def require_api_key() -> None:
         raise ConfigurationError(
             f"no OpenAI API key: set {API_KEY_ENV} in the environment or in ./.env"
         )
-
-
-def base_url_from_env() -> str | None:
-    """``$OPENAI_BASE_URL`` when set and not empty."""
-    return os.environ.get(BASE_URL_ENV) or None

@@ -1,11 +1,12 @@
 """Collection: a finished batch's result files become one update per item.
 
 The result files are downloaded (kept as raw artifacts, or in a temporary
-directory), parsed line by line by the provider, checked against the
-structured-output model, and matched to the batch's items by ``custom_id``.
-Every item of the batch gets exactly one update: from its result line, or, when
-there is none, from what the batch's end says of the rest (expired, cancelled,
-failed as a whole, missing). The updates are recorded in one transaction.
+directory), parsed line by line by the provider, checked against what the
+requests asked for (:class:`~batchor.engine.structured.StructuredOutput`), and
+matched to the batch's items by ``custom_id``. Every item of the batch gets
+exactly one update: from its result line, or, when there is none, from what the
+batch's end says of the rest (expired, cancelled, failed as a whole, missing).
+The updates are recorded in one transaction.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from batchor.artifacts.base import ArtifactStore, raw_output_key
 from batchor.engine.config import RunConfig
 from batchor.engine.outcomes import decide
+from batchor.engine.structured import StructuredOutput
 from batchor.providers.base import (
     BatchProvider,
     BatchStatus,
     OutcomeKind,
-    OutputKind,
     ProviderBatch,
     RequestOutcome,
     ResultLineError,
@@ -141,8 +142,7 @@ class Collector:
         )
 
     def _outcomes(self, files: list[BinaryIO]) -> Iterator[RequestOutcome]:
-        model = self.output_model()
-        validate = model is not None and self.config.provider.output_kind is OutputKind.TEXT
+        output = StructuredOutput(self.config, self.output_model)
         for handle in files:
             for line_number, line in enumerate(handle, 1):
                 if not line.strip():
@@ -154,10 +154,7 @@ class Collector:
                         "run %s: skipping result line %d: %s", self.run_id, line_number, exc
                     )
                     continue
-                if validate and outcome.succeeded:
-                    assert model is not None
-                    outcome = validate_output(outcome, model)
-                yield outcome
+                yield output.check_reply(outcome)
 
 
 def _leftover(remote: ProviderBatch, cancelled_by_run: bool) -> RequestOutcome:
@@ -187,27 +184,3 @@ def _leftover(remote: ProviderBatch, cancelled_by_run: bool) -> RequestOutcome:
 
 def _not_executed(code: str, message: str) -> RequestOutcome:
     return RequestOutcome("", kind=OutcomeKind.NOT_EXECUTED, error_code=code, error_message=message)
-
-
-def validate_output(outcome: RequestOutcome, model: type[BaseModel]) -> RequestOutcome:
-    """``outcome``, or a retryable ``invalid_output`` failure if its text does not
-    validate as ``model``."""
-    assert outcome.output_text is not None
-    try:
-        model.model_validate_json(outcome.output_text)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        location = ".".join(str(part) for part in first.get("loc", ())) or "reply"
-        return RequestOutcome(
-            custom_id=outcome.custom_id,
-            kind=OutcomeKind.FAILED,
-            output_text=outcome.output_text,
-            error_code="invalid_output",
-            error_message=(
-                f"the reply does not validate as {model.__name__}: {location}: {first.get('msg')} "
-                f"({exc.error_count()} error(s))"
-            ),
-            retryable=True,
-            usage=outcome.usage,
-        )
-    return outcome

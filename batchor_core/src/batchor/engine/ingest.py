@@ -14,6 +14,7 @@ is checked and encoded without going through :func:`json.dumps`.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import json
@@ -23,7 +24,14 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from batchor.artifacts.base import ArtifactStore, request_segment_key
-from batchor.errors import DuplicateItemIdError, ItemBuildError, StorageConflictError
+from batchor.engine.driver import LEASE_TTL_SECONDS, is_dead_local_owner
+from batchor.errors import (
+    BatchorError,
+    DuplicateItemIdError,
+    ItemBuildError,
+    RunStateError,
+    StorageConflictError,
+)
 from batchor.job import BatchJob
 from batchor.providers.base import BatchProvider
 from batchor.results import RunControlState
@@ -54,6 +62,8 @@ def ingest(
     *,
     clock: Clock,
     progress: ProgressCallback | None = None,
+    owner: str | None = None,
+    lease_ttl: float = LEASE_TTL_SECONDS,
 ) -> int:
     """Store every item of ``job`` not stored yet; returns the run's item count.
 
@@ -61,14 +71,96 @@ def ingest(
     repeated id is an error. A plain iterable is read from the start and items
     whose ids are already stored are skipped.
 
+    With an ``owner``, ingestion holds the run's lease (renewed before every
+    slice is stored), so a second process starting the same run at the same time
+    is told that another process is ingesting it (:class:`RunStateError`) instead
+    of meeting the first one's items as duplicates. A failed ingestion records
+    why as the run's ``last_error``.
+
     A run being cancelled ingests nothing more (checked before each slice, so a
     ``cancel()`` from another process stops a long ingestion): its ingestion is
     marked over, and the driver then fails the stored items with ``run_cancelled``.
     """
-    with collector_skipping_older_objects():
-        item_count = _ingest_slices(storage, artifacts, record, job, provider, clock, progress)
-    storage.runs.mark_ingest_complete(record.run_pk, now=clock.now())
+    lease = None if owner is None else _IngestLease(storage, record, owner, lease_ttl, clock)
+    if lease is not None:
+        lease.take()
+        record = lease.fresh_record()
+        if record.ingest_complete:
+            lease.release()
+            return record.item_count
+    try:
+        with collector_skipping_older_objects():
+            item_count = _ingest_slices(
+                storage, artifacts, record, job, provider, clock, progress, lease
+            )
+        storage.runs.mark_ingest_complete(record.run_pk, now=clock.now())
+        if record.last_error is not None:
+            storage.runs.set_last_error(record.run_pk, None, now=clock.now())
+    except RunStateError:
+        raise  # another process is ingesting the run: its last error is not ours to set
+    except BatchorError as exc:
+        _record_failure(storage, record, f"ingestion stopped: {exc}", clock)
+        raise
+    finally:
+        if lease is not None:
+            lease.release()
     return item_count
+
+
+class _IngestLease:
+    """The run's lease, held while one process ingests it."""
+
+    def __init__(
+        self, storage: Storage, record: RunRecord, owner: str, ttl: float, clock: Clock
+    ) -> None:
+        self.storage = storage
+        self.record = record
+        self.owner = owner
+        self.ttl = ttl
+        self.clock = clock
+
+    def take(self) -> None:
+        holder = self.storage.runs.get(self.record.run_id)
+        steal = None
+        if holder is not None and is_dead_local_owner(holder.lease_owner):
+            steal = holder.lease_owner
+        if not self.storage.runs.try_acquire_lease(
+            self.record.run_pk, self.owner, now=self.clock.now(), ttl=self.ttl, steal_from=steal
+        ):
+            current = self.storage.runs.get(self.record.run_id)
+            raise self.busy(current.lease_owner if current is not None else None)
+
+    def renew(self) -> None:
+        """Before storing a slice: still ours, or another process took ingestion over."""
+        if not self.storage.runs.try_acquire_lease(
+            self.record.run_pk, self.owner, now=self.clock.now(), ttl=self.ttl
+        ):
+            current = self.storage.runs.get(self.record.run_id)
+            raise self.busy(current.lease_owner if current is not None else None)
+
+    def fresh_record(self) -> RunRecord:
+        current = self.storage.runs.get(self.record.run_id)
+        assert current is not None, "a run is never deleted"
+        return current
+
+    def release(self) -> None:
+        self.storage.runs.release_lease(self.record.run_pk, self.owner)
+
+    def busy(self, holder: str | None) -> RunStateError:
+        run_id = self.record.run_id
+        by = f" ({holder})" if holder else ""
+        return RunStateError(
+            f"another process{by} is ingesting run {run_id!r} at the same time; nothing "
+            f"was stored twice. Let it finish (batchor status {run_id} shows the items "
+            "stored so far); if it has stopped, start the run again with the same run id "
+            f"once its lease expires ({self.ttl:g} s after its last sign of life)"
+        )
+
+
+def _record_failure(storage: Storage, record: RunRecord, message: str, clock: Clock) -> None:
+    """Keep why ingestion stopped on the run, so ``status`` can say it."""
+    with contextlib.suppress(BatchorError):  # the storage failed: the error raised says so
+        storage.runs.set_last_error(record.run_pk, message, now=clock.now())
 
 
 def _ingest_slices(
@@ -79,6 +171,7 @@ def _ingest_slices(
     provider: BatchProvider,
     clock: Clock,
     progress: ProgressCallback | None,
+    lease: _IngestLease | None = None,
 ) -> int:
     """Store the input slice by slice; returns the run's item count."""
     source = job.items
@@ -110,6 +203,9 @@ def _ingest_slices(
             ]
             if repeated:
                 offset = repeated[0]
+                if stored[item_ids[offset]] >= item_count:
+                    # stored beyond what this pass stored: by another process
+                    raise _concurrent_error(record, lease)
                 raise _duplicate_error(
                     storage,
                     record,
@@ -130,6 +226,8 @@ def _ingest_slices(
                 handle.write(payload)
         if isinstance(source, CheckpointedItemSource):
             checkpoint_json = canonical_json(durable_checkpoint(source, checkpoint))
+        if lease is not None:
+            lease.renew()
         try:
             storage.ingest.store_slice(
                 record.run_pk,
@@ -141,8 +239,9 @@ def _ingest_slices(
         except StorageConflictError:
             stored = storage.ingest.find_item_ids(record.run_pk, item_ids)
             repeated = [offset for offset in fresh if item_ids[offset] in stored]
-            if not repeated:
-                raise  # not a repeated id: another process is ingesting this run too
+            if not repeated or stored[item_ids[repeated[0]]] >= item_count:
+                # not stored by this pass: another process is ingesting this run too
+                raise _concurrent_error(record, lease) from None
             raise _duplicate_error(
                 storage,
                 record,
@@ -157,6 +256,16 @@ def _ingest_slices(
         if progress is not None:
             progress(item_count)
     return item_count
+
+
+def _concurrent_error(record: RunRecord, lease: _IngestLease | None) -> RunStateError:
+    if lease is not None:
+        return lease.busy(None)
+    return RunStateError(
+        f"another process is ingesting run {record.run_id!r} at the same time; nothing was "
+        "stored twice. Let it finish, or start the run again with the same run id once "
+        "it has stopped"
+    )
 
 
 @contextmanager
@@ -289,6 +398,7 @@ def build_requests(
     build_prompt = job.build_prompt
     build_request_line = provider.build_request_line
     custom_id = provider.custom_id
+    max_request_bytes = provider.limits.max_request_bytes
     lines: list[bytes] = []
     new_items: list[NewItem] = []
     request_offset = 0
@@ -320,6 +430,11 @@ def build_requests(
             _check_messages(prompt, item, first_position + offset)
         if not _is_plain_json(item.payload, 0):
             _check_payload_json(item, first_position + offset)
+        if not prompt.messages and (
+            len(prompt.prompt) + len(prompt.system_prompt or "") > max_request_bytes
+        ):
+            # every character is at least a byte: too large before it is even built
+            raise _too_large(item, first_position + offset, None, max_request_bytes)
         try:
             data = build_request_line(custom_id(item.item_id, item_index), prompt)
         except ItemBuildError as exc:
@@ -328,6 +443,8 @@ def build_requests(
                 "the provider cannot take this request"
             ) from None
         length = len(data.data)
+        if length > max_request_bytes:
+            raise _too_large(item, first_position + offset, length, max_request_bytes)
         new_items.append(
             NewItem(
                 item_index=item_index,
@@ -367,6 +484,16 @@ def _check_messages(prompt: PromptParts, item: BatchItem, position: int) -> None
             )
     if not any(message.role == "user" for message in prompt.messages):
         raise ItemBuildError(f"build_prompt: the messages of {where} have no user message")
+
+
+def _too_large(item: BatchItem, position: int, length: int | None, limit: int) -> ItemBuildError:
+    """The error for a request no batch of the provider may hold (``length`` None when
+    the prompt alone is too long to be worth building)."""
+    size = "larger" if length is None else f"{length:,} bytes, more"
+    return ItemBuildError(
+        f"the request for item {item.item_id!r} ({_where(item, position)}) is {size} than "
+        f"the provider takes in one request ({limit:,} bytes); shorten its prompt"
+    )
 
 
 _MAX_PLAIN_DEPTH = 32

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, model_validator
 
 from batchor.errors import Refusal
+from batchor.providers.credentials import without_credentials
 from batchor.types import FrozenConfig, PromptParts, Usage
 
 # -- what the engine is told about batches ------------------------------------------------
@@ -303,7 +304,10 @@ class ProviderConfig(FrozenConfig):
     """Base of each provider's settings.
 
     ``api_key`` is held in memory only: it is excluded from ``model_dump()`` and
-    ``repr()``, and that dump is what a run stores. The fields in
+    ``repr()``, and that dump is what a run stores. A ``base_url`` that carries
+    credentials (``http://user:KEY@host/v1``, ``?api-key=KEY``) is stored without
+    them, and the key it carried becomes ``api_key`` when none is given (see
+    :func:`~batchor.providers.credentials.without_credentials`). The fields in
     :attr:`OPERATIONAL_FIELDS` say where and how to reach the API, not what to
     ask it, so they may change between processes without making it another job.
     """
@@ -333,6 +337,17 @@ class ProviderConfig(FrozenConfig):
         """This model's batch price (``None`` when neither ``pricing`` nor the
         provider's table knows it)."""
         return find_price(self.model, self.pricing, self.DEFAULT_PRICES)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("base_url"), str):
+            clean, key = without_credentials(data["base_url"])
+            if clean != data["base_url"]:
+                data = {**data, "base_url": clean}
+                if key is not None and not data.get("api_key"):
+                    data["api_key"] = key
+        return data
 
     @property
     def output_kind(self) -> OutputKind:

@@ -21,6 +21,49 @@ from batchor.types import JSONValue
 
 CsvRow = dict[str, str]
 
+CSV_FIELD_SIZE_LIMIT = 2**31 - 1
+"""The least :func:`csv.field_size_limit` a CSV source reads with: a field of any
+size is read (the request it becomes is bounded by the provider's limit instead)."""
+
+_UTF16_32_MARKS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def allow_large_fields() -> None:
+    """Raise the process's :func:`csv.field_size_limit` to
+    :data:`CSV_FIELD_SIZE_LIMIT` (never lower it): the limit is global to the
+    :mod:`csv` module, and its default (131,072 characters) refuses rows that the
+    same data in JSONL would pass."""
+    if csv.field_size_limit() < CSV_FIELD_SIZE_LIMIT:
+        csv.field_size_limit(CSV_FIELD_SIZE_LIMIT)
+
+
+def decoding_problem(
+    exc: UnicodeDecodeError,
+    encoding: str,
+    first_bytes: bytes,
+    give_encoding: str = "CsvItemSource(encoding=...) or batchor start --encoding",
+) -> str:
+    """What went wrong decoding a CSV file, and what to do about it (``give_encoding``
+    says how to name another encoding)."""
+    byte = exc.object[exc.start : exc.start + 1]
+    problem = f"not valid {encoding} text ({exc.reason}: byte {byte!r})"
+    for mark, name in _UTF16_32_MARKS:
+        if first_bytes.startswith(mark):
+            return (
+                f"{problem}: the file is {name} (it starts with a {name} byte-order mark); "
+                "re-save it as UTF-8"
+            )
+    return (
+        f"{problem}; re-save the file as UTF-8, or give its encoding with "
+        f"{give_encoding} (cp1252 or latin-1 for most Windows and Excel exports)"
+    )
+
+
 _CHECKPOINT_KEYS = ("byte_offset", "next_row_index", "lines_read")
 _ASCII_PROBE = "\r\n,;|\t\"' abcXYZ0189"
 
@@ -58,8 +101,9 @@ class CsvItemSource(FileItemSource[CsvRow]):
     ``payload_from_row`` defaults to the row itself.
 
     Lines end with ``\\n`` or ``\\r\\n``. Row numbers in errors are the 1-based
-    line on which the record starts (the header is line 1). A field longer than
-    :func:`csv.field_size_limit` (131,072 characters unless raised) is an error.
+    line on which the record starts (the header is line 1). Fields may be of any
+    size (see :func:`allow_large_fields`). Bytes that are not valid in ``encoding``
+    are an error naming the file, the line and what to do.
 
     Checkpoint: ``{"byte_offset": int, "next_row_index": int, "lines_read": int}``,
     the position right after a record; ``byte_offset`` 0 means "before the header".
@@ -155,7 +199,7 @@ class CsvItemSource(FileItemSource[CsvRow]):
                     )
             except UnicodeDecodeError as exc:
                 raise SourceRowError(
-                    f"cannot decode the line as {line_codec}: {exc.reason} at byte {exc.start}",
+                    decoding_problem(exc, line_codec, self._first_bytes()),
                     source_ref=source_ref,
                     row_number=line_number,
                 ) from exc
@@ -164,9 +208,14 @@ class CsvItemSource(FileItemSource[CsvRow]):
                     f"malformed CSV: {exc}", source_ref=source_ref, row_number=record_start
                 ) from exc
 
+    def _first_bytes(self) -> bytes:
+        with self._open_binary() as file:
+            return file.read(4)
+
     def _read_header(self, file: IO[bytes]) -> tuple[list[str], int, int] | None:
         """``(column names, byte offset after the header, lines it took)``, or None
         for a file with no records at all."""
+        allow_large_fields()
         file.seek(0)
         position = 0
         line_number = 0
@@ -186,7 +235,7 @@ class CsvItemSource(FileItemSource[CsvRow]):
                 return None
         except UnicodeDecodeError as exc:
             raise SourceRowError(
-                f"cannot decode the header as {self._encoding}: {exc.reason}",
+                decoding_problem(exc, self._encoding, self._first_bytes()),
                 source_ref=self._source_ref,
                 row_number=line_number,
             ) from exc

@@ -63,7 +63,8 @@ class Database:
         except IntegrityError as exc:
             raise StorageConflictError(f"{self.name}: {_reason(exc)}") from exc
         except SQLAlchemyError as exc:
-            raise StorageError(f"{self.name}: {_reason(exc)}") from exc
+            reason = _reason(exc)
+            raise StorageError(f"{self.name}: {reason}{_what_to_do(reason)}") from exc
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -113,17 +114,19 @@ class Database:
 
         The version is read before anything is created, so a database written by
         a newer batchor is refused untouched; each migration step runs in the
-        same transaction as the version update.
+        same transaction as the version update. A database already at this
+        version is only read, so a read-only one can still be read.
         """
+        with self.read() as conn:
+            version = self._stored_version(conn)
+            self._refuse_newer(version)
+            if version == schema.SCHEMA_VERSION and self._has_every_table(conn):
+                return
         with self.write() as conn:
             if self._lock_for_migration is not None:
                 self._lock_for_migration(conn)
             version = self._stored_version(conn)
-            if version is not None and version > schema.SCHEMA_VERSION:
-                raise StorageError(
-                    f"{self.name} has schema version {version}, newer than this batchor "
-                    f"({schema.SCHEMA_VERSION}); upgrade batchor-core"
-                )
+            self._refuse_newer(version)
             if version is not None:
                 for step in range(version + 1, schema.SCHEMA_VERSION + 1):
                     schema.MIGRATIONS[step](conn)
@@ -140,6 +143,19 @@ class Database:
                     .where(schema.meta.c.key == "schema_version")
                     .values(value=str(schema.SCHEMA_VERSION))
                 )
+
+    def _refuse_newer(self, version: int | None) -> None:
+        if version is not None and version > schema.SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.name} has schema version {version}, newer than this batchor "
+                f"({schema.SCHEMA_VERSION}); upgrade batchor-core"
+            )
+
+    @staticmethod
+    def _has_every_table(conn: Connection) -> bool:
+        translate = conn.get_execution_options().get("schema_translate_map") or {}
+        present = set(inspect(conn).get_table_names(schema=translate.get(None)))
+        return {table.name for table in schema.metadata.sorted_tables} <= present
 
     def _stored_version(self, conn: Connection) -> int | None:
         translate = conn.get_execution_options().get("schema_translate_map") or {}
@@ -165,3 +181,39 @@ def _reason(exc: SQLAlchemyError) -> str:
     original = getattr(exc, "orig", None)
     text = str(original if original is not None else exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_WHAT_TO_DO = (
+    (
+        "readonly database",
+        "; it (or its directory) is read-only for this process, and batchor writes the "
+        "database and, beside it, its -wal and -shm files: make both writable, or read a "
+        "copy elsewhere",
+    ),
+    (
+        "unable to open database file",
+        "; check that the file's directory exists and that this process may read and write it",
+    ),
+    (
+        "file is not a database",
+        "; it is damaged or not a batchor database: restore it from a backup or point the "
+        "storage at another file",
+    ),
+    (
+        "malformed",
+        "; it is damaged: restore it from a backup or point the storage at another file",
+    ),
+    (
+        "database is locked",
+        "; another process held it longer than the busy timeout (60 s): retry when it is done",
+    ),
+)
+
+
+def _what_to_do(reason: str) -> str:
+    """A hint for the database errors a user can act on (empty for the others)."""
+    lowered = reason.lower()
+    for marker, hint in _WHAT_TO_DO:
+        if marker in lowered:
+            return hint
+    return ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.pool import StaticPool
@@ -39,6 +40,24 @@ def _begin_immediately_for_writes(engine: Any, *, journal_mode: str | None = Non
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _read_only_mode(path: Path) -> str | None:
+    """SQLite URI parameters to open an existing database this process may not write
+    (``mode=ro``, plus ``immutable=1`` when not even its -shm file can be made), or
+    None to open it as usual.
+
+    In WAL mode SQLite keeps ``-wal`` and ``-shm`` files beside the database, so a
+    read-only directory would make even reading fail.
+    """
+    if not path.is_file() or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        return None
+    if os.access(path.parent, os.W_OK):
+        return "mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        return "mode=ro"  # the WAL holds commits: read it (SQLite 3.22+ can, read-only)
+    return "mode=ro&immutable=1"
+
+
 class SQLiteStorage(Storage):
     """Runs in a SQLite file: ``SQLiteStorage(name="default")`` is
     ``$BATCHOR_HOME/default.sqlite3``; ``SQLiteStorage(path=...)`` any file.
@@ -69,9 +88,20 @@ class SQLiteStorage(Storage):
             raise StorageError(
                 f"cannot create the directory of the SQLite database {self.path}: {exc}"
             ) from None
-        engine = create_engine(f"sqlite+pysqlite:///{self.path}", paramstyle="named")
-        _begin_immediately_for_writes(engine, journal_mode="WAL")
-        super().__init__(engine, description=f"SQLite database {self.path}")
+        description = f"SQLite database {self.path}"
+        read_only = _read_only_mode(self.path)
+        if read_only is None:
+            engine = create_engine(f"sqlite+pysqlite:///{self.path}", paramstyle="named")
+            _begin_immediately_for_writes(engine, journal_mode="WAL")
+        else:
+            # readable, not writable: reads work; any write fails naming the file
+            engine = create_engine(
+                f"sqlite+pysqlite:///file:{quote(str(self.path))}?{read_only}&uri=true",
+                paramstyle="named",
+            )
+            _begin_immediately_for_writes(engine)
+            description += " (read-only: this process may not write it or its directory)"
+        super().__init__(engine, description=description)
 
     def default_artifact_root(self) -> str:
         return str(self.path.with_suffix(".artifacts"))

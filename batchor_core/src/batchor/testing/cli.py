@@ -21,6 +21,7 @@ the spec, commas included::
 
 from __future__ import annotations
 
+import errno
 import importlib
 import signal
 import sys
@@ -541,7 +542,16 @@ def emulator(
         stop.set()
 
     signal.signal(signal.SIGTERM, on_terminate)
-    serve(server, announce=typer.echo, stop=stop)
+    try:
+        serve(server, announce=typer.echo, stop=stop)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise typer.BadParameter(
+                f"{host}:{port} is already in use; stop what listens there or pick another "
+                "port (--port 0 picks a free one)",
+                param_hint="'--port'",
+            ) from None
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
