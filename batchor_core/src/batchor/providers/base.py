@@ -241,6 +241,51 @@ class BatchProvider(Protocol):
         ...
 
 
+class EnqueueLimitConfig(FrozenConfig):
+    """An enqueued-token limit for a model, and how close to run to it (any provider
+    whose queue counts tokens: OpenAI's organisation limit, Gemini's per-model
+    "batch enqueued tokens").
+
+    batchor never has more than ``min(enqueued_token_limit * target_ratio,
+    enqueued_token_limit - headroom)`` estimated input tokens enqueued (submitted
+    and not yet collected) for the model, across every run sharing the storage,
+    and never more than ``max_batch_enqueued_tokens`` in a single batch.
+    """
+
+    enqueued_token_limit: int = Field(gt=0)
+    target_ratio: float = Field(default=0.7, gt=0, le=1)
+    headroom: int = Field(default=0, ge=0)
+    max_batch_enqueued_tokens: int | None = Field(default=None, gt=0)
+
+    @property
+    def enqueued_token_budget(self) -> int:
+        """Tokens that may be enqueued at once for this model."""
+        return int(
+            min(
+                self.enqueued_token_limit * self.target_ratio,
+                self.enqueued_token_limit - self.headroom,
+            )
+        )
+
+    def budget(self) -> EnqueueBudget:
+        """The budget the engine plans within, in tokens."""
+        return EnqueueBudget(
+            unit=BudgetUnit.TOKENS,
+            total=self.enqueued_token_budget,
+            per_batch=self.max_batch_enqueued_tokens,
+        )
+
+    @model_validator(mode="after")
+    def _budget_is_positive(self) -> EnqueueLimitConfig:
+        if self.enqueued_token_budget <= 0:
+            raise ValueError(
+                "headroom leaves no enqueued-token budget: "
+                f"min({self.enqueued_token_limit} * {self.target_ratio}, "
+                f"{self.enqueued_token_limit} - {self.headroom}) <= 0"
+            )
+        return self
+
+
 # -- prices -------------------------------------------------------------------------------
 # Every provider's batch API charges half its list price. Each provider module keeps
 # a table of batch prices (USD per million tokens) for the models it knows, matched by
