@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from batchor.errors import (
+    BatchorError,
     BatchRefusedError,
     ConfigurationError,
     ItemBuildError,
@@ -840,7 +841,7 @@ class _ResumingWriter(io.RawIOBase):
 # -- errors -----------------------------------------------------------------------------------
 
 _SECRETS = (
-    re.compile(r"(key=)[^&\s'\"]+"),
+    re.compile(r"([?&]key=)[^&\s'\"]+"),
     re.compile(r"()AIza[0-9A-Za-z_\-]{8,}"),
 )
 _LIMIT_IN_MESSAGE = re.compile(r"[Ll]imit:?\s*([\d,]+)")
@@ -869,6 +870,8 @@ def provider_error(exc: BaseException, *, action: str, secret: str | None) -> Pr
 
     if isinstance(exc, ProviderError):
         return exc
+    if isinstance(exc, BatchorError):
+        return None  # batchor's own (no key configured...): not the provider's doing
     if isinstance(exc, errors.APIError):
         return _translated_error(exc, action, secret)
     if isinstance(exc, _transport_errors()):
