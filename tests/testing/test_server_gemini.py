@@ -214,3 +214,14 @@ def test_a_create_over_the_enqueued_token_limit_is_refused_with_the_limit(
     (quota, _help) = refused.value.details["error"]["details"]
     assert quota["violations"][0]["quotaValue"] == "20"
     assert batchor_server.counters.batches_created == {}
+
+
+def test_a_restarted_server_still_has_its_files_and_batches(tmp_path: Any) -> None:
+    with LocalBatchServer(data_dir=tmp_path / "s") as first:
+        client = client_for(first)
+        job = submit(client, ["a", "b"], name="kept")
+    with LocalBatchServer(data_dir=tmp_path / "s") as second:
+        client = client_for(second)
+        job = client.batches.get(name=job.name or "")
+        assert (job.display_name, job.state) == ("kept", types.JobState.JOB_STATE_SUCCEEDED)
+        assert [line["key"] for line in results(client, job)] == ["a", "b"]

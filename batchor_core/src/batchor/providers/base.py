@@ -191,6 +191,12 @@ class BatchProvider(Protocol):
     providers that take requests inline) and :meth:`create_batch`. The engine
     records its intent before creating; after a crash it asks
     :meth:`find_batch` for a batch it may already have created.
+
+    A provider that refuses a batch for one of its limits says so either when
+    the batch is terminal (:attr:`ProviderBatch.refusal`) or at once, by raising
+    :class:`~batchor.BatchRefusedError` from :meth:`upload_input` or
+    :meth:`create_batch`; either way the engine learns the limit and plans the
+    next batch within it (in the same step, for a refusal at once).
     """
 
     @property
