@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -225,3 +229,28 @@ def test_a_restarted_server_still_has_its_files_and_batches(tmp_path: Any) -> No
         job = client.batches.get(name=job.name or "")
         assert (job.display_name, job.state) == ("kept", types.JobState.JOB_STATE_SUCCEEDED)
         assert [line["key"] for line in results(client, job)] == ["a", "b"]
+
+
+@pytest.mark.slow
+def test_the_command_line_serves_gemini_beside_openai(tmp_path: Any) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchor.testing", "--port", "0", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()  # the OpenAI API's line
+        found = re.search(
+            r"(http://127\.0\.0\.1:\d+/gemini) \(GEMINI_BASE_URL\)", process.stdout.readline()
+        )
+        assert found
+        client = genai.Client(
+            api_key="AIza-cli", http_options=types.HttpOptions(base_url=found.group(1))
+        )
+        job = submit(client, ["a"], name="from-the-cli")
+        assert client.batches.get(name=job.name or "").state == types.JobState.JOB_STATE_SUCCEEDED
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
