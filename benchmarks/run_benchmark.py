@@ -1,12 +1,13 @@
 """End-to-end benchmark: a structured-output job through the local server.
 
-    python benchmarks/run_benchmark.py [--items 100000]
+    python benchmarks/run_benchmark.py [--items 100000] [--provider openai|gemini]
 
 Runs the same job twice, each in a fresh subprocess against one local server
 (in this process, instant pacing): once with batchor (durable SQLite run) and
-once as the floor, a minimal non-durable script on the raw ``openai`` SDK
-(write JSONL, upload, create, poll, download, parse). Prints wall time, items/s,
-peak RSS, batches and HTTP calls for each, and batchor's storage bytes per item.
+once as the floor, a minimal non-durable script on the provider's raw SDK
+(``openai`` or ``google-genai``: write JSONL, upload, create, poll, download,
+parse). Prints wall time, items/s, peak RSS, batches and HTTP calls for each,
+and batchor's storage bytes per item.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ BATCHOR = (
     COMMON
     + """
 from pathlib import Path
-from batchor import (BatchItem, BatchJob, BatchRunner, LocalArtifactStore,
-                     OpenAIProviderConfig, PromptParts, SQLiteStorage)
+from batchor import (BatchItem, BatchJob, BatchRunner, GeminiProviderConfig,
+                     LocalArtifactStore, OpenAIProviderConfig, PromptParts, SQLiteStorage)
+PROVIDER = sys.argv[4]
 
 started = time.perf_counter()
 runner = BatchRunner(storage=SQLiteStorage(path=Path(WORK) / "runs.sqlite3"),
@@ -60,6 +62,8 @@ job = BatchJob(
     structured_output=Triage,
     provider_config=OpenAIProviderConfig(
         model="gpt-4.1-mini", api_key="sk-bench", base_url=BASE_URL
+    ) if PROVIDER == "openai" else GeminiProviderConfig(
+        model="gemini-2.5-flash-lite", api_key="AIza-bench", base_url=BASE_URL
     ),
 )
 run = runner.start(job)
@@ -113,13 +117,49 @@ report(wall_s=time.perf_counter() - started, parsed=parsed, status="completed")
 )
 
 
-def run_child(code: str, items: int, server: LocalBatchServer, work: Path) -> dict[str, object]:
+GEMINI_FLOOR = (
+    COMMON
+    + """
+from pathlib import Path
+from google import genai
+from google.genai import types
+
+started = time.perf_counter()
+client = genai.Client(api_key="AIza-bench", vertexai=False,
+                      http_options=types.HttpOptions(base_url=BASE_URL, api_version="v1beta"))
+config = {"responseMimeType": "application/json", "responseJsonSchema": Triage.model_json_schema()}
+path = Path(WORK) / "floor.jsonl"
+with path.open("w") as handle:
+    for n in range(ITEMS):
+        request = {"contents": [{"role": "user", "parts": [{"text": text(n)}]}],
+                   "systemInstruction": {"parts": [{"text": SYSTEM}]}, "generationConfig": config}
+        handle.write(json.dumps({"key": f"t{n}", "request": request}) + "\\n")
+uploaded = client.files.upload(file=str(path), config={"mime_type": "jsonl"})
+job = client.batches.create(model="gemini-2.5-flash-lite", src=uploaded.name,
+                            config={"display_name": "floor"})
+while not job.done:
+    time.sleep(0.2)
+    job = client.batches.get(name=job.name)
+parsed = 0
+for line in client.files.download(file=job.dest.file_name).splitlines():
+    record = json.loads(line)
+    for part in record["response"]["candidates"][0]["content"]["parts"]:
+        Triage.model_validate_json(part["text"])
+        parsed += 1
+report(wall_s=time.perf_counter() - started, parsed=parsed, status="completed")
+"""
+)
+
+
+def run_child(
+    code: str, items: int, server: LocalBatchServer, work: Path, provider: str
+) -> dict[str, object]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    batches_before = len(server.batches)
     server.reset_counts()
+    url = server.base_url if provider == "openai" else server.gemini_url
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), str(items), server.base_url, str(work)],
+        [sys.executable, "-c", textwrap.dedent(code), str(items), url, str(work), provider],
         capture_output=True,
         text=True,
         check=False,
@@ -127,7 +167,7 @@ def run_child(code: str, items: int, server: LocalBatchServer, work: Path) -> di
     if done.returncode != 0:
         raise SystemExit(done.stderr)
     figures: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    figures["batches"] = len(server.batches) - batches_before
+    figures["batches"] = sum(server.counters.batches_created.values())
     figures["http_calls"] = sum(server.call_counts.values())
     figures["items_per_s"] = items / float(figures["wall_s"])  # type: ignore[arg-type]
     return figures
@@ -140,15 +180,20 @@ def directory_bytes(path: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--provider", choices=["openai", "gemini"], default="openai")
     args = parser.parse_args()
+    floor_code = FLOOR if args.provider == "openai" else GEMINI_FLOOR
     with LocalBatchServer(data_dir=WORK / "server") as server:
-        floor = run_child(FLOOR, args.items, server, WORK / "floor")
-        batchor = run_child(BATCHOR, args.items, server, WORK / "batchor")
+        floor = run_child(floor_code, args.items, server, WORK / "floor", args.provider)
+        batchor = run_child(BATCHOR, args.items, server, WORK / "batchor", args.provider)
     database = sum(
         path.stat().st_size for path in (WORK / "batchor").glob("runs.sqlite3*") if path.is_file()
     )
     artifacts = directory_bytes(WORK / "batchor" / "artifacts")
-    print(f"{args.items} structured-output items through the local server (instant pacing)")
+    print(
+        f"{args.items} structured-output items through the local server's {args.provider} "
+        "API (instant pacing)"
+    )
     print(f"{'':26}{'batchor':>12}{'raw SDK floor':>16}")
     for key, unit in [
         ("wall_s", "s"),

@@ -33,7 +33,8 @@ from batchor.errors import (
     TransientProviderError,
 )
 from batchor.job import ArtifactPolicy, BatchJob, ChunkPolicy, RetryPolicy
-from batchor.providers.base import ModelPrice, ProviderConfig
+from batchor.providers.base import EnqueueLimitConfig, ModelPrice, ProviderConfig
+from batchor.providers.gemini import GeminiProviderConfig
 from batchor.providers.openai import (
     AzureOpenAIProviderConfig,
     OpenAIEnqueueLimitConfig,
@@ -103,7 +104,9 @@ __all__ = [
     "ContentPart",
     "CsvItemSource",
     "DuplicateItemIdError",
+    "EnqueueLimitConfig",
     "FsspecArtifactStore",
+    "GeminiProviderConfig",
     "InputError",
     "ItemBuildError",
     "ItemError",

@@ -248,25 +248,19 @@ class RunDriver:
         )
 
     def _submit_new_batches(self, record: RunRecord) -> bool:
-        limits = self.planning_limits()
-        budget = limits.budget
-
-        def pack(pending: Iterator[PendingRequest], free: int | None) -> BatchPlan:
-            plan = pack_batch(
-                pending,
-                batch_limits(limits.provider, budget=budget, free_units=free),
-            )
-            return plan_for_budget(plan, budget)
-
         submitted = False
         while True:
+            # The limits are read again for every batch: a batch the provider refused
+            # as it was created has just taught one (and may hold submissions back).
+            limits = self.planning_limits()
+            budget = limits.budget
             batch = self.batches.reserve(
                 record.run_pk,
                 record.run_id,
                 model=self.config.provider.model,
                 budget_scope=self.config.provider.budget_scope,
                 budget_total=None if budget is None else budget.total,
-                pack=pack,
+                pack=_packer(limits),
                 max_candidates=limits.provider.max_requests_per_batch + 1_000,
                 oversize_error=(
                     "request_too_large",
@@ -279,7 +273,10 @@ class RunDriver:
             submitted = True
             self._finish_submission(record, batch)
             self._renew_lease(record)
-            if self._record().control_state is not RunControlState.RUNNING:
+            current = self._record()
+            if current.control_state is not RunControlState.RUNNING:
+                return submitted
+            if current.next_submit_at is not None and current.next_submit_at > self.clock.now():
                 return submitted
 
     def _finish_submission(self, record: RunRecord, batch: BatchRecord) -> bool:
@@ -545,6 +542,17 @@ class RunDriver:
                     logger.warning(
                         "run %s: could not cancel %s: %s", self.run_id, batch.provider_batch_id, exc
                     )
+
+
+def _packer(limits: PlanningLimits) -> Callable[[Iterator[PendingRequest], int | None], BatchPlan]:
+    """How to pack the next batch within ``limits``, given the budget left free."""
+    budget = limits.budget
+
+    def pack(pending: Iterator[PendingRequest], free: int | None) -> BatchPlan:
+        plan = pack_batch(pending, batch_limits(limits.provider, budget=budget, free_units=free))
+        return plan_for_budget(plan, budget)
+
+    return pack
 
 
 def _adjacent_runs(spans: Iterable[tuple[int, int, int]]) -> Iterator[tuple[int, int, int]]:

@@ -10,10 +10,12 @@ from typing import Annotated
 
 from pydantic import Field
 
+from batchor.providers.gemini import GeminiProviderConfig
 from batchor.providers.openai import AzureOpenAIProviderConfig, OpenAIProviderConfig
 
 AnyProviderConfig = Annotated[
-    OpenAIProviderConfig | AzureOpenAIProviderConfig, Field(discriminator="kind")
+    OpenAIProviderConfig | AzureOpenAIProviderConfig | GeminiProviderConfig,
+    Field(discriminator="kind"),
 ]
 """Any provider's settings, discriminated by ``kind``."""
 

@@ -192,6 +192,12 @@ class BatchProvider(Protocol):
     providers that take requests inline) and :meth:`create_batch`. The engine
     records its intent before creating; after a crash it asks
     :meth:`find_batch` for a batch it may already have created.
+
+    A provider that refuses a batch for one of its limits says so either when
+    the batch is terminal (:attr:`ProviderBatch.refusal`) or at once, by raising
+    :class:`~batchor.BatchRefusedError` from :meth:`upload_input` or
+    :meth:`create_batch`; either way the engine learns the limit and plans the
+    next batch within it (in the same step, for a refusal at once).
     """
 
     @property
@@ -240,6 +246,51 @@ class BatchProvider(Protocol):
     def parse_result_line(self, line: bytes) -> RequestOutcome:
         """One result line as an outcome; :class:`ResultLineError` if unreadable."""
         ...
+
+
+class EnqueueLimitConfig(FrozenConfig):
+    """An enqueued-token limit for a model, and how close to run to it (any provider
+    whose queue counts tokens: OpenAI's organisation limit, Gemini's per-model
+    "batch enqueued tokens").
+
+    batchor never has more than ``min(enqueued_token_limit * target_ratio,
+    enqueued_token_limit - headroom)`` estimated input tokens enqueued (submitted
+    and not yet collected) for the model, across every run sharing the storage,
+    and never more than ``max_batch_enqueued_tokens`` in a single batch.
+    """
+
+    enqueued_token_limit: int = Field(gt=0)
+    target_ratio: float = Field(default=0.7, gt=0, le=1)
+    headroom: int = Field(default=0, ge=0)
+    max_batch_enqueued_tokens: int | None = Field(default=None, gt=0)
+
+    @property
+    def enqueued_token_budget(self) -> int:
+        """Tokens that may be enqueued at once for this model."""
+        return int(
+            min(
+                self.enqueued_token_limit * self.target_ratio,
+                self.enqueued_token_limit - self.headroom,
+            )
+        )
+
+    def budget(self) -> EnqueueBudget:
+        """The budget the engine plans within, in tokens."""
+        return EnqueueBudget(
+            unit=BudgetUnit.TOKENS,
+            total=self.enqueued_token_budget,
+            per_batch=self.max_batch_enqueued_tokens,
+        )
+
+    @model_validator(mode="after")
+    def _budget_is_positive(self) -> EnqueueLimitConfig:
+        if self.enqueued_token_budget <= 0:
+            raise ValueError(
+                "headroom leaves no enqueued-token budget: "
+                f"min({self.enqueued_token_limit} * {self.target_ratio}, "
+                f"{self.enqueued_token_limit} - {self.headroom}) <= 0"
+            )
+        return self
 
 
 # -- prices -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from batchor.providers.base import (
     BatchStatus,
     BudgetUnit,
     EnqueueBudget,
+    EnqueueLimitConfig,
     ModelPrice,
     OutcomeKind,
     OutputKind,
@@ -52,7 +53,6 @@ from batchor.providers.schema import strict_json_schema
 from batchor.providers.tokens import estimate_prompt_parts_tokens, estimate_prompt_tokens
 from batchor.types import (
     ContentPart,
-    FrozenConfig,
     Message,
     PromptParts,
     RequestOptions,
@@ -85,39 +85,9 @@ RETRYABLE_ERROR_CODES = frozenset(
 )
 
 
-class OpenAIEnqueueLimitConfig(FrozenConfig):
-    """The organisation's enqueued-token limit for a model, and how close to run to it.
-
-    batchor never has more than ``min(enqueued_token_limit * target_ratio,
-    enqueued_token_limit - headroom)`` estimated input tokens enqueued (submitted
-    and not yet collected) for the model, across every run sharing the storage,
-    and never more than ``max_batch_enqueued_tokens`` in a single batch.
-    """
-
-    enqueued_token_limit: int = Field(gt=0)
-    target_ratio: float = Field(default=0.7, gt=0, le=1)
-    headroom: int = Field(default=0, ge=0)
-    max_batch_enqueued_tokens: int | None = Field(default=None, gt=0)
-
-    @property
-    def enqueued_token_budget(self) -> int:
-        """Tokens that may be enqueued at once for this model."""
-        return int(
-            min(
-                self.enqueued_token_limit * self.target_ratio,
-                self.enqueued_token_limit - self.headroom,
-            )
-        )
-
-    @model_validator(mode="after")
-    def _budget_is_positive(self) -> OpenAIEnqueueLimitConfig:
-        if self.enqueued_token_budget <= 0:
-            raise ValueError(
-                "headroom leaves no enqueued-token budget: "
-                f"min({self.enqueued_token_limit} * {self.target_ratio}, "
-                f"{self.enqueued_token_limit} - {self.headroom}) <= 0"
-            )
-        return self
+class OpenAIEnqueueLimitConfig(EnqueueLimitConfig):
+    """The organisation's enqueued-token limit for a model, and how close to run to it
+    (:class:`~batchor.EnqueueLimitConfig` under the name OpenAI configs take)."""
 
 
 OPENAI_BATCH_PRICES = batch_prices(

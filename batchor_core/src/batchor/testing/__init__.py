@@ -1,5 +1,5 @@
-"""A local server for provider batch APIs (OpenAI's Files + Batches), for tests, demos
-and offline runs.
+"""A local server for provider batch APIs (OpenAI's Files + Batches, Gemini's batch
+mode), for tests, demos and offline runs.
 
 >>> from batchor.testing import LocalBatchServer
 >>> with LocalBatchServer() as server:  # doctest: +SKIP
@@ -13,7 +13,8 @@ line (``python -m batchor.testing``, ``batchor emulator``) from
 Modules: :mod:`~batchor.testing.server` (the HTTP server and the routing between
 provider APIs), :mod:`~batchor.testing.context` (what the provider APIs share),
 ``openai_*`` (OpenAI's API: routes, state, records, validation, output files,
-reply bodies), and the shared parts: :mod:`~batchor.testing.faults`,
+reply bodies), ``gemini_*`` (Gemini's: routes and uploads, state and results),
+and the shared parts: :mod:`~batchor.testing.faults`,
 :mod:`~batchor.testing.models` (pace, limits, usage split),
 :mod:`~batchor.testing.counters`, :mod:`~batchor.testing.replies` (responders),
 :mod:`~batchor.testing.tokens`, :mod:`~batchor.testing.clock`.

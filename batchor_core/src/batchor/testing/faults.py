@@ -10,7 +10,7 @@ exactly how many times something goes wrong:
 * :meth:`Faults.fail_next_batch` / :meth:`Faults.expire_next_batch` - the next
   created batches end ``failed`` / ``expired``, optionally with partial results;
 * :meth:`Faults.malform_output` - a broken output line, reply text that is not JSON,
-  or no line at all.
+  no line at all, or a line for a request nobody sent.
 
 Two faults hit a *share* of every batch instead, until :meth:`Faults.clear`:
 :meth:`Faults.fail_request_share` and :meth:`Faults.malform_output_share`. Which
@@ -61,7 +61,7 @@ class InjectedHttpError:
 @dataclass(slots=True)
 class _HttpFault:
     method: str
-    path_prefix: str
+    path_prefix: tuple[str, ...]
     remaining: int | None
     error: InjectedHttpError
     every: int = 1
@@ -74,7 +74,7 @@ class _HttpFault:
 @dataclass(slots=True)
 class _Stall:
     method: str
-    path_prefix: str
+    path_prefix: tuple[str, ...]
     seconds: float
     after_processing: bool
     remaining: int | None
@@ -117,8 +117,12 @@ def _check_status(name: str, status: int) -> None:
         raise ValueError(f"{name} must be an HTTP error status (400-599), got {status!r}")
 
 
-def _prefix(path_prefix: str) -> str:
-    return path_prefix if path_prefix.startswith("/v1") else "/v1" + path_prefix
+def _prefix(path_prefix: str) -> tuple[str, ...]:
+    """The path prefixes a fault matches: as given, and under ``/v1`` unless it is
+    there already (a provider API mounted elsewhere is matched by its own path)."""
+    if path_prefix.startswith("/v1"):
+        return (path_prefix,)
+    return (path_prefix, "/v1" + path_prefix)
 
 
 def _drawn(share: float, salt: str, custom_id: str) -> bool:
@@ -158,7 +162,8 @@ class Faults:
         ``path_prefix`` with HTTP ``status``, in the owning provider's error envelope.
 
         ``method`` is ``"GET"``, ``"POST"``, ``"DELETE"`` or ``"*"`` (any);
-        ``path_prefix`` may omit the ``/v1`` (``"/batches"`` == ``"/v1/batches"``).
+        ``path_prefix`` may omit the ``/v1`` (``"/batches"`` == ``"/v1/batches"``); a
+        path of another provider API starts with its own root (``"/gemini/"``).
         ``retry_after`` (seconds) is sent as a ``retry-after`` header.
         ``times=None`` keeps failing until :meth:`clear`. ``code`` sets the error
         envelope's ``code`` (e.g. ``"insufficient_quota"`` with status 429).
@@ -327,6 +332,8 @@ class Faults:
         custom id as text). ``"invalid_reply_text"``: the line is fine but the reply
         text is not valid JSON, so it cannot satisfy a structured-output schema.
         ``"missing_line"``: the request is counted completed but its line is absent.
+        ``"unknown_key"``: the line is fine but names another request (its custom id
+        or key with ``-unknown`` appended), so the client cannot match it.
         """
         _check_kind(kind)
         _check_times(times)

@@ -12,10 +12,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MalformKind = Literal["invalid_json_line", "invalid_reply_text", "missing_line"]
+MalformKind = Literal["invalid_json_line", "invalid_reply_text", "missing_line", "unknown_key"]
 """How :meth:`~batchor.testing.Faults.malform_output` corrupts a request's output."""
 
-MALFORM_KINDS: tuple[MalformKind, ...] = ("invalid_json_line", "invalid_reply_text", "missing_line")
+MALFORM_KINDS: tuple[MalformKind, ...] = (
+    "invalid_json_line",
+    "invalid_reply_text",
+    "missing_line",
+    "unknown_key",
+)
 
 
 class BatchPace(BaseModel):

@@ -153,6 +153,8 @@ class _ResultWriter:
         totals.reasoning_tokens += reply.tokens.reasoning
         if malformation == "missing_line":
             return
+        if malformation == "unknown_key":
+            custom_id += "-unknown"
         line = _OUTPUT_LINE.fill(
             {
                 "line_id": f'"batch_req_{key}"',

@@ -39,7 +39,11 @@ def _content_text(content: object) -> str:
 
 
 def prompt_text(body: Mapping[str, Any]) -> str:
-    """Return the text of the request's last message (or its string ``input`` or ``prompt``)."""
+    """Return the text of the request's last message (or its string ``input`` or
+    ``prompt``; for a Gemini request, the text parts of its last ``contents`` entry)."""
+    contents = body.get("contents")
+    if isinstance(contents, list) and contents and isinstance(contents[-1], Mapping):
+        return _content_text(contents[-1].get("parts"))
     source = body.get("messages", body.get("input", body.get("prompt")))
     if isinstance(source, str):
         return source
@@ -58,8 +62,18 @@ def json_schema_of(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """Return the JSON schema a request asks its reply to follow, if any.
 
     Responses: ``text.format`` of type ``json_schema`` with ``schema``; Chat
-    Completions: ``response_format`` of type ``json_schema`` with ``json_schema.schema``.
+    Completions: ``response_format`` of type ``json_schema`` with ``json_schema.schema``;
+    Gemini: ``generationConfig.responseJsonSchema``, or ``responseSchema`` (its
+    OpenAPI form, read as JSON Schema).
     """
+    generation = body.get("generationConfig", body.get("generation_config"))
+    if isinstance(generation, Mapping):
+        for name in ("responseJsonSchema", "response_json_schema"):
+            if isinstance(generation.get(name), Mapping):
+                return generation[name]  # type: ignore[no-any-return]
+        for name in ("responseSchema", "response_schema"):
+            if isinstance(generation.get(name), Mapping):
+                return _openapi_as_json_schema(generation[name])  # type: ignore[no-any-return]
     text = body.get("text")
     if isinstance(text, Mapping):
         fmt = text.get("format")
@@ -72,6 +86,25 @@ def json_schema_of(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
         schema = spec.get("schema") if isinstance(spec, Mapping) else None
         return schema if isinstance(schema, Mapping) else {}
     return None
+
+
+def _openapi_as_json_schema(node: Any) -> Any:
+    """A Gemini ``responseSchema`` (OpenAPI's subset: ``OBJECT``, ``nullable``...) as
+    the JSON Schema it means."""
+    if isinstance(node, list):
+        return [_openapi_as_json_schema(value) for value in node]
+    if not isinstance(node, Mapping):
+        return node
+    schema = {
+        key: _openapi_as_json_schema(value)
+        for key, value in node.items()
+        if key not in ("nullable", "propertyOrdering", "property_ordering")
+    }
+    if isinstance(schema.get("type"), str):
+        schema["type"] = schema["type"].lower()
+    if node.get("nullable") is True:
+        return {"anyOf": [schema, {"type": "null"}]}
+    return schema
 
 
 def default_responder(body: dict[str, Any]) -> str:

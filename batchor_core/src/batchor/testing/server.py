@@ -41,6 +41,8 @@ from batchor.testing.clock import Clock, system_clock
 from batchor.testing.context import ServerContext
 from batchor.testing.counters import Counters, CounterSnapshot
 from batchor.testing.faults import Faults
+from batchor.testing.gemini_api import PREFIX as GEMINI_PREFIX
+from batchor.testing.gemini_api import GeminiApi
 from batchor.testing.models import (
     MAX_BATCH_FILE_BYTES,
     MAX_FILE_BYTES,
@@ -215,7 +217,8 @@ class _HttpServer(ThreadingHTTPServer):
 
 
 class LocalBatchServer:
-    """A local server for provider batch APIs (OpenAI's Files + Batches), for tests and demos.
+    """A local server for provider batch APIs (OpenAI's Files + Batches, Gemini's batch
+    mode under :attr:`gemini_url`), for tests and demos.
 
     All arguments are keyword-only:
 
@@ -223,7 +226,8 @@ class LocalBatchServer:
       so a batch created as ``validating`` is ``completed`` the next time it is looked at.
     * ``token_limits`` / ``default_token_limit``: enqueued-token limit per model (models
       not listed use the default; ``None`` = unlimited). A batch that would push its
-      model's enqueued tokens above the limit fails with ``token_limit_exceeded``.
+      model's enqueued tokens above the limit fails with ``token_limit_exceeded`` (a
+      Gemini create is refused with 429 ``RESOURCE_EXHAUSTED``).
     * ``responder``: ``callable(request_body) -> str | dict`` producing reply text
       (a dict is sent as JSON text); default :func:`default_responder`. If it raises,
       that request fails with status 500 in the error file.
@@ -237,8 +241,10 @@ class LocalBatchServer:
       refused with 400 ``file_too_large``.
     * ``max_batch_file_bytes``, ``max_requests_per_batch``: the largest batch input file
       (OpenAI: 200 MB) and the most requests in one batch (OpenAI: 50,000); a batch over
-      either fails when validation ends, as OpenAI's does.
-    * ``api_key``: ``None`` accepts any bearer key; a string requires exactly that key.
+      either fails when validation ends, as OpenAI's does. (These three are OpenAI's;
+      Gemini's limits are on ``server.gemini.store``.)
+    * ``api_key``: ``None`` accepts any bearer key; a string requires exactly that key
+      (of every provider API).
 
     Use it as a context manager (``with LocalBatchServer() as server:``) or call
     :meth:`start` and :meth:`stop`.
@@ -292,7 +298,10 @@ class LocalBatchServer:
         )
         self.openai = OpenAIApi(self.context, api_key=api_key)
         """The OpenAI Files + Batches API (its ``store`` holds the files and batches)."""
-        self._apis: tuple[ProviderApi, ...] = (self.openai,)
+        self.gemini = GeminiApi(self.context, api_key=api_key)
+        """The Gemini Files API and batch mode, under :attr:`gemini_url` (its ``store``
+        holds the files and batches)."""
+        self._apis: tuple[ProviderApi, ...] = (self.gemini, self.openai)
         """Every mounted provider API, most specific paths first."""
         self._http: _HttpServer | None = None
         self._thread: threading.Thread | None = None
@@ -367,6 +376,12 @@ class LocalBatchServer:
         """``http://HOST:PORT/v1``: pass it as the ``openai`` client's ``base_url``."""
         return f"{self.url}/v1"
 
+    @property
+    def gemini_url(self) -> str:
+        """``http://HOST:PORT/gemini``: the ``base_url`` of the ``google-genai`` client
+        (``HttpOptions(base_url=...)``) and of ``GeminiProviderConfig``."""
+        return f"{self.url}{GEMINI_PREFIX}"
+
     # ----------------------------------------------------------------- inspection
 
     @property
@@ -392,6 +407,7 @@ class LocalBatchServer:
         """What the server counted so far (see :class:`~batchor.testing.CounterSnapshot`),
         after advancing the batches so that finished ones are counted."""
         self.openai.store.advance()
+        self.gemini.store.advance()
         return self.context.counters.snapshot()
 
     @property
@@ -404,8 +420,9 @@ class LocalBatchServer:
         self.context.counters.reset()
 
     def enqueued_tokens(self, model: str) -> int:
-        """Tokens of ``model``'s batches now ``validating``, ``in_progress`` or ``finalizing``."""
-        return self.openai.store.enqueued_tokens(model)
+        """Tokens of ``model``'s batches now ``validating``, ``in_progress`` or
+        ``finalizing`` (Gemini's: pending or running)."""
+        return self.openai.store.enqueued_tokens(model) + self.gemini.store.enqueued_tokens(model)
 
     @property
     def max_enqueued_tokens_seen(self) -> dict[str, int]:
@@ -430,6 +447,7 @@ def serve(
     stop = stop or threading.Event()
     with server:
         announce(f"batchor local OpenAI Batch server listening on {server.base_url}")
+        announce(f"Gemini batch mode on {server.gemini_url} (GEMINI_BASE_URL)")
         try:
             while not stop.wait(0.2):
                 pass
