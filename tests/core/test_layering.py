@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "types": 1,
     "results": 1,
     "testing": 1,
+    "prompts": 2,
     "providers": 2,
     "sources": 2,
     "artifacts": 2,

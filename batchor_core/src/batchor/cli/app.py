@@ -27,7 +27,7 @@ from batchor.cli.display import (
     note,
     summary_record,
 )
-from batchor.cli.inputs import PromptBuilder, open_source, prompt_fingerprint
+from batchor.cli.inputs import open_source, prompt_builder, prompt_fingerprint
 from batchor.cli.settings import (
     API_KEY_ENV,
     ARTIFACTS_ENV,
@@ -274,7 +274,7 @@ def start(
         raise typer.BadParameter("--timeout needs --wait", param_hint="'--timeout'")
     if run_id is not None:
         check_run_id(run_id)
-    prompt = PromptBuilder.from_options(prompt_column, prompt_template, system_prompt)
+    prompt = prompt_builder(prompt_column, prompt_template, system_prompt)
     output_model = None if structured_output is None else load_output_model(structured_output)
     job = BatchJob(
         items=open_source(inputs, id_column, prompt),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
+import batchor.prompts
 from batchor.errors import ConfigurationError
+from batchor.prompts import PromptBuilder
 from batchor.sources import (
     CheckpointedItemSource,
     CompositeItemSource,
     file_format,
     file_source,
 )
-from batchor.types import BatchItem, PromptParts
 
 CSV_ENCODING = "utf-8-sig"
 """UTF-8, with or without the byte-order mark spreadsheet programs write."""
@@ -40,45 +40,19 @@ CSV_ENCODING = "utf-8-sig"
 _MAX_LISTED_COLUMNS = 12
 
 
-@dataclass(frozen=True, slots=True)
-class PromptBuilder:
-    """``build_prompt`` for a CLI run: a prompt column or a ``str.format`` template.
-
-    ``fields`` are the payload columns the prompt reads. In a template, a
-    missing value (``None``) renders as an empty string.
-    """
-
-    fields: tuple[str, ...]
-    prompt_column: str | None = None
-    template: str | None = None
-    system_prompt: str | None = None
-
-    @classmethod
-    def from_options(
-        cls, prompt_column: str | None, template: str | None, system_prompt: str | None
-    ) -> PromptBuilder:
-        """The builder for ``--prompt-column`` / ``--prompt-template`` (exactly one)."""
-        if (prompt_column is None) == (template is None):
-            raise typer.BadParameter(
-                "give exactly one of --prompt-column COLUMN or --prompt-template TEXT",
-                param_hint="'--prompt-column' / '--prompt-template'",
-            )
-        if prompt_column is not None:
-            return cls((prompt_column,), prompt_column=prompt_column, system_prompt=system_prompt)
-        assert template is not None
-        return cls(template_fields(template), template=template, system_prompt=system_prompt)
-
-    def __call__(self, item: BatchItem) -> PromptParts:
-        values: Mapping[str, Any] = item.payload
-        if self.prompt_column is not None:
-            value = values[self.prompt_column]
-            prompt = "" if value is None else str(value)
-        else:
-            assert self.template is not None
-            prompt = self.template.format_map(
-                {name: "" if value is None else value for name, value in values.items()}
-            )
-        return PromptParts(prompt=prompt, system_prompt=self.system_prompt)
+def prompt_builder(
+    prompt_column: str | None, template: str | None, system_prompt: str | None
+) -> PromptBuilder:
+    """The builder for ``--prompt-column`` / ``--prompt-template`` (exactly one)."""
+    if (prompt_column is None) == (template is None):
+        raise typer.BadParameter(
+            "give exactly one of --prompt-column COLUMN or --prompt-template TEXT",
+            param_hint="'--prompt-column' / '--prompt-template'",
+        )
+    if prompt_column is not None:
+        return PromptBuilder.from_column(prompt_column, system_prompt)
+    assert template is not None
+    return PromptBuilder(template_fields(template), template=template, system_prompt=system_prompt)
 
 
 def prompt_fingerprint(id_column: str, prompt: PromptBuilder) -> str:
@@ -90,32 +64,11 @@ def prompt_fingerprint(id_column: str, prompt: PromptBuilder) -> str:
 
 
 def template_fields(template: str) -> tuple[str, ...]:
-    """The column names a ``str.format`` template refers to, in order of appearance.
-
-    ``{text}``, ``{score:.2f}`` and ``{text!r}`` are fine; positional fields
-    (``{}``, ``{0}``) are not, since rows are looked up by column name.
-    """
-    problem = "'--prompt-template'"
+    """:func:`batchor.prompts.template_fields`, as a usage error of ``--prompt-template``."""
     try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise typer.BadParameter(
-            f"not a valid template ({exc}); write a literal brace as {{{{ or }}}}",
-            param_hint=problem,
-        ) from None
-    fields: list[str] = []
-    for _literal, field_name, _spec, _conversion in parsed:
-        if field_name is None:
-            continue
-        name = field_name.split(".", 1)[0].split("[", 1)[0]
-        if not name or name.isdigit():
-            raise typer.BadParameter(
-                f"{{{field_name}}} is positional; name a column instead, e.g. {{text}}",
-                param_hint=problem,
-            )
-        if name not in fields:
-            fields.append(name)
-    return tuple(fields)
+        return batchor.prompts.template_fields(template)
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--prompt-template'") from None
 
 
 @dataclass(frozen=True, slots=True)
