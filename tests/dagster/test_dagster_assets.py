@@ -24,6 +24,7 @@ from dagster_kit import tick, tick_until_requested, ticket_table, triage_job
 
 from batchor.testing import LocalBatchServer
 from batchor_dagster import (
+    FAILURE_RATE_CHECK,
     RUN_ID_METADATA_KEY,
     BatchorAssets,
     BatchorResource,
@@ -188,7 +189,8 @@ def test_failure_rate_check_fails_when_too_many_items_fail(
     (event,) = result.asset_materializations_for_node(job.results_asset.op.name)
     assert event.metadata["failed"].value == 2
     assert event.metadata["status"].value == "completed_with_failures"
-    (check,) = result.get_asset_check_evaluations()
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    check = checks[FAILURE_RATE_CHECK]
     assert not check.passed
     assert check.severity == AssetCheckSeverity.ERROR
     assert check.metadata["failure_rate"].value == pytest.approx(2 / 12)

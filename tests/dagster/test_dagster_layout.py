@@ -210,7 +210,7 @@ def test_the_resource_repr_hides_the_api_key() -> None:
     [
         ("memory", None, "cannot be 'memory'"),
         ("postgresql+psycopg://db/batchor", None, "artifact_root is required with PostgreSQL"),
-        ("mysql://db/batchor", None, "SQLite file path or a postgresql:// DSN"),
+        ("mysql://db/batchor", None, "unsupported storage scheme 'mysql'"),
     ],
 )
 def test_the_resource_rejects_storage_other_processes_cannot_share(

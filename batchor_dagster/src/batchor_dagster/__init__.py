@@ -25,23 +25,26 @@ a Parquet IO manager and a run-control job.
 """
 
 from batchor_dagster.assets import (
-    FAILURE_RATE_CHECK,
     BatchorAssets,
     BatchorResultsConfig,
     batchor_assets,
 )
+from batchor_dagster.checks import COST_BUDGET_CHECK, COVERAGE_CHECK, FAILURE_RATE_CHECK
 from batchor_dagster.control import (
     BatchorRunControlConfig,
     batchor_run_control_job,
     build_run_control_job,
 )
 from batchor_dagster.io_manager import BatchorParquetIOManager
-from batchor_dagster.materializations import RUN_ID_METADATA_KEY, RUN_ID_TAG
+from batchor_dagster.materializations import RUN_ID_METADATA_KEY, RUN_ID_TAG, RUN_IDS_METADATA_KEY
 from batchor_dagster.resource import BatchorResource
 from batchor_dagster.translator import BatchorAssetProps, BatchorTranslator
 
 __all__ = [
+    "COST_BUDGET_CHECK",
+    "COVERAGE_CHECK",
     "FAILURE_RATE_CHECK",
+    "RUN_IDS_METADATA_KEY",
     "RUN_ID_METADATA_KEY",
     "RUN_ID_TAG",
     "BatchorAssetProps",
