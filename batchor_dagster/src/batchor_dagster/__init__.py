@@ -30,6 +30,7 @@ from batchor_dagster.assets import (
     batchor_assets,
 )
 from batchor_dagster.checks import COST_BUDGET_CHECK, COVERAGE_CHECK, FAILURE_RATE_CHECK
+from batchor_dagster.component import BatchorComponent
 from batchor_dagster.control import (
     BatchorRunControlConfig,
     batchor_run_control_job,
@@ -49,6 +50,7 @@ __all__ = [
     "RUN_ID_TAG",
     "BatchorAssetProps",
     "BatchorAssets",
+    "BatchorComponent",
     "BatchorParquetIOManager",
     "BatchorResource",
     "BatchorResultsConfig",
