@@ -493,11 +493,9 @@ def batchor_assets(
             partitions_def=partitions_def,
         )
 
-    # The submit asset loads the upstream (several partitions as a mapping, see
-    # io_manager.PARTITIONS_AS_MAPPING); the results asset only follows the submit asset.
+    # The submit asset loads the upstream; the results asset only follows it.
     submit_spec = _with_structural_deps(
-        translator.get_asset_spec(props("submit")),
-        AssetDep(upstream_key, metadata={PARTITIONS_AS_MAPPING: True}),
+        translator.get_asset_spec(props("submit")), AssetDep(upstream_key)
     )
     results_spec = _with_structural_deps(
         translator.get_asset_spec(props("results")), AssetDep(submit_spec.key)
@@ -531,6 +529,8 @@ def batchor_assets(
         pool=pool,
         retry_policy=retry_policy,
         required_resource_keys={resource_key},
+        # several upstream partitions as {partition key: table} (BatchorParquetIOManager)
+        op_tags={PARTITIONS_AS_MAPPING: "true"},
     )
     def submit_asset(context: AssetExecutionContext, upstream: Any) -> Iterator[Any]:
         resource: BatchorResource = getattr(context.resources, resource_key)

@@ -6,8 +6,8 @@ asset is a directory with one file per partition,
 percent-encoded where it is not filename-safe). Files are written to a temporary
 name and renamed, so a reader never sees half a file. A downstream asset that
 depends on several partitions gets them concatenated into one table, unless its
-input's metadata sets :data:`PARTITIONS_AS_MAPPING` (the submit asset's does, so
-a single-run backfill gets ``{partition key: table}``). An output that covers
+op has the tag :data:`PARTITIONS_AS_MAPPING` (the submit asset's has, so a
+single-run backfill gets ``{partition key: table}``). An output that covers
 several partitions (a single-run backfill) is such a mapping too: one file each.
 """
 
@@ -35,7 +35,7 @@ from pydantic import Field
 from batchor import ConfigurationError
 
 PARTITIONS_AS_MAPPING = "batchor/partitions_as_mapping"
-"""Input metadata key: ``True`` loads several partitions as ``{partition key: table}``."""
+"""Op tag: ``"true"`` loads several partitions as ``{partition key: table}`` for that op."""
 
 
 class BatchorParquetIOManager(ConfigurableIOManagerFactory):  # type: ignore[type-arg]
@@ -105,7 +105,7 @@ class ParquetTableIOManager(IOManager):
         }
         if len(tables) == 1:
             return next(iter(tables.values()))
-        if (context.definition_metadata or {}).get(PARTITIONS_AS_MAPPING):
+        if context.op_def is not None and context.op_def.tags.get(PARTITIONS_AS_MAPPING) == "true":
             return tables
         return pa.concat_tables(list(tables.values()), promote_options="default")
 
