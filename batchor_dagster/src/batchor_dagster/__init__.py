@@ -1,5 +1,20 @@
-"""Dagster integration for batchor: a resource, an asset factory with its sensor,
-a Parquet IO manager and a run-control job.
+"""Dagster integration for batchor: a component for ``defs.yaml``, a resource, an
+asset factory with its sensor, a Parquet IO manager and a run-control job.
+
+In YAML (see :class:`BatchorComponent`):
+
+.. code-block:: yaml
+
+    type: batchor_dagster.BatchorComponent
+    attributes:
+      name: ticket_triage
+      upstream: support_tickets
+      item_id_column: ticket_id
+      prompt_template: "Triage this ticket: {text}"
+      provider: {kind: openai, model: gpt-4.1-mini}
+      storage: sqlite:///.batchor/runs.sqlite3
+
+In Python:
 
 .. code-block:: python
 
@@ -24,6 +39,8 @@ a Parquet IO manager and a run-control job.
     )
 """
 
+# Only BatchorComponent may be a Component here: dg lists every Component reachable
+# as an attribute of this module (the dagster_dg_cli.registry_modules entry point).
 from batchor_dagster.assets import (
     BatchorAssets,
     BatchorResultsConfig,
