@@ -388,14 +388,11 @@ def test_the_yaml_component_materializes_with_checks_and_progress_observations(
 
 @pytest.mark.slow
 @pytest.mark.browser
-@pytest.mark.parametrize(
-    ("group", "last_asset"),
-    [("support", "triage_summary"), ("support_routing", "ticket_routing_results")],
-    ids=["python-factory", "yaml-component"],
-)
-def test_materialize_all_in_the_asset_graph_succeeds(
-    webserver: Webserver, tmp_path: Path, group: str, last_asset: str
+def test_materialize_all_succeeds_and_the_components_checks_and_progress_show(
+    webserver: Webserver, tmp_path: Path
 ) -> None:
+    """Materialize all in the Python job's asset graph; then the YAML job's pages (it
+    was materialized by the test above) show its checks and its progress observations."""
     if not CHROMIUM.exists():
         if os.environ.get("BATCHOR_REQUIRE_BROWSER"):
             pytest.fail(f"BATCHOR_REQUIRE_BROWSER is set but {CHROMIUM} does not exist")
@@ -408,8 +405,10 @@ def test_materialize_all_in_the_asset_graph_succeeds(
         )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{webserver.url}/locations/{LOCATION}/asset-groups/{group}")
-            expect(page.get_by_text(last_asset, exact=True)).to_be_visible(timeout=30_000)
+            page.goto(f"{webserver.url}/locations/{LOCATION}/asset-groups/support")
+            expect(page.get_by_text("ticket_triage_results", exact=True)).to_be_visible(
+                timeout=30_000
+            )
             dismiss_community_dialog(page)
             page.screenshot(path=tmp_path / "asset-graph.png")
 
@@ -423,10 +422,22 @@ def test_materialize_all_in_the_asset_graph_succeeds(
                 timeout=RUN_SECONDS * 1000
             )
             page.screenshot(path=tmp_path / "run-succeeded.png")
+
+            page.goto(f"{webserver.url}/assets/ticket_routing_results?view=checks")
+            for check in ("failure_rate", "coverage", "cost_budget"):
+                expect(page.get_by_text(check, exact=True).first).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Succeeded", exact=True).first).to_be_visible()
+            page.screenshot(path=tmp_path / "component-checks.png")
+
+            page.goto(f"{webserver.url}/assets/ticket_routing_batch?view=events")
+            expect(page.get_by_text("Observed", exact=True).first).to_be_visible(timeout=30_000)
+            page.get_by_text("Observed", exact=True).first.click()
+            expect(page.get_by_text("percent_terminal", exact=True)).to_be_visible()
+            page.screenshot(path=tmp_path / "component-progress.png")
         finally:
             browser.close()
 
-    results = latest_materialization(webserver, last_asset)
+    results = latest_materialization(webserver, "triage_summary")
     assert results is not None
     assert (tmp_path / "run-succeeded.png").stat().st_size > 0
 

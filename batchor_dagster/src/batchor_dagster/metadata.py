@@ -23,6 +23,9 @@ from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
 from batchor import RunSummary
 
+COST_DIGITS = 8
+"""Costs in metadata are rounded to this many decimals of a dollar."""
+
 PREVIEW_ROWS = 10
 _HIDDEN_IN_PREVIEW = ("lineage", "metadata")
 _CELL_WIDTH = 60
@@ -48,7 +51,7 @@ def progress_metadata(summary: RunSummary) -> dict[str, Any]:
         metadata["control_state"] = summary.control_state.value
     cost = summary.estimated_cost_usd
     if cost is not None and math.isfinite(cost):
-        metadata["estimated_cost_usd"] = cost
+        metadata["estimated_cost_usd"] = round(cost, COST_DIGITS)
     return metadata
 
 
@@ -129,7 +132,9 @@ def results_metadata(
     }
     costs = [summary.estimated_cost_usd for summary in runs]
     if costs and all(cost is not None and math.isfinite(cost) for cost in costs):
-        metadata["estimated_cost_usd"] = sum(cost for cost in costs if cost is not None)
+        metadata["estimated_cost_usd"] = round(
+            sum(cost for cost in costs if cost is not None), COST_DIGITS
+        )
     calls = pc.sum(table["attempts"]).as_py() if "attempts" in table.column_names else None
     metadata.update(
         usage_metadata(
