@@ -239,8 +239,10 @@ class ShoutingComponent(BatchorComponent):
 
 
 def test_a_subclass_overrides_get_asset_spec_and_execute(
-    sandbox: DefsFolderSandbox, server: LocalBatchServer
+    server: LocalBatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(KEY_VARIABLE, "sk-component-test")
+    monkeypatch.chdir(tmp_path)  # a test component tree's project root is the cwd
     component = ShoutingComponent.resolve_from_dict(attributes(server))
 
     defs = component.build_defs(dg.ComponentTree.for_test().load_context)
