@@ -188,12 +188,14 @@ def test_runs_lists_every_run_with_status_and_counts(runs: Runs) -> None:
     assert outcome.code == 0, outcome
     header, *rows = outcome.stdout.splitlines()
     assert header.split() == [
-        "RUN", "ID", "STATUS", "MODEL", "ITEMS", "FAILED", "IN", "FLIGHT", "CREATED"
+        "RUN", "ID", "STATUS", "PROVIDER", "MODEL", "ITEMS", "FAILED", "IN", "FLIGHT", "CREATED"
     ]  # fmt: skip
     by_id = {row.split()[0]: row.split() for row in rows}
     assert set(by_id) == {"composite", "running", "slow", "refused"}
-    assert by_id["composite"][1:5] == ["completed_with_failures", "gpt-4.1", "4/4", "1"]
-    assert by_id["running"][3:5] == ["0/5", "0"]
+    assert by_id["composite"][1:6] == [
+        "completed_with_failures", "openai", "gpt-4.1", "4/4", "1"
+    ]  # fmt: skip
+    assert by_id["running"][4:6] == ["0/5", "0"]
 
 
 def test_export_appends_the_results_after_a_cursor(runs: Runs) -> None:

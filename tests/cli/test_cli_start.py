@@ -93,3 +93,24 @@ def test_start_again_with_the_run_id_resumes_an_ingestion_killed_midway(cli: Cli
     assert summary["total_items"] == total
     assert summary["ingest_complete"] is True
     assert summary["pending_items"] == total
+
+
+def test_plan_prints_the_estimate_and_starts_nothing(cli: Cli) -> None:
+    write_csv(cli.cwd / "tickets.csv", tickets(12))
+
+    planned = cli(
+        "plan", "tickets.csv",
+        "--id-column", "id",
+        "--prompt-column", "text",
+        "--model", "gpt-4.1-mini",
+        "--cost-limit", "5",
+        "--json",
+    )  # fmt: skip
+    listed = cli("runs", "--json")
+
+    assert planned.code == 0, planned
+    estimate = planned.json()
+    assert (estimate["item_count"], estimate["batch_count"]) == (12, 1)
+    assert estimate["estimated_cost_usd"] > 0 and estimate["output_tokens_assumed"] is True
+    assert json.loads(estimate["first_request_line"])["custom_id"] == "t0"
+    assert listed.json() == []

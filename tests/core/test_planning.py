@@ -1,13 +1,7 @@
 """Pure decisions: packing, budgets, polling, prices."""
 
-from batchor import OpenAIEnqueueLimitConfig
-from batchor.engine.planning import (
-    BatchLimits,
-    PendingRequest,
-    estimate_cost_usd,
-    pack_batch,
-    poll_delay,
-)
+from batchor import ModelPrice, OpenAIEnqueueLimitConfig, OpenAIProviderConfig, Usage
+from batchor.engine.planning import BatchLimits, PendingRequest, pack_batch, poll_delay
 
 
 def requests(count: int, tokens: int = 10, line_bytes: int = 99) -> list[PendingRequest]:
@@ -65,10 +59,26 @@ def test_poll_delay_is_fast_for_young_batches_and_backs_off_to_a_minute() -> Non
     assert poll_delay(3600, fixed_interval=5) == 5
 
 
+def cost(model: str, usage: Usage, **pricing: ModelPrice) -> float | None:
+    price = OpenAIProviderConfig(model=model, pricing=pricing).price()
+    return None if price is None else price.cost_usd(usage)
+
+
 def test_cost_uses_batch_prices_of_the_longest_matching_model() -> None:
-    assert estimate_cost_usd("gpt-4.1", 1_000_000, 1_000_000) == 5.0
-    assert estimate_cost_usd("gpt-4.1-mini-2025-04-14", 1_000_000, 0) == 0.2
-    assert estimate_cost_usd("my-local-model", 10, 10) is None
+    assert cost("gpt-4.1", Usage(input_tokens=1_000_000, output_tokens=1_000_000)) == 5.0
+    assert cost("gpt-4.1-mini-2025-04-14", Usage(input_tokens=1_000_000)) == 0.2
+    assert cost("my-local-model", Usage(input_tokens=10, output_tokens=10)) is None
+
+
+def test_cached_input_is_billed_at_its_own_price() -> None:
+    usage = Usage(input_tokens=1_000_000, cached_input_tokens=400_000, output_tokens=0)
+    assert cost("gpt-4.1", usage) == 0.6 * 1.0 + 0.4 * 0.25
+
+
+def test_a_pricing_entry_overrides_or_extends_the_table() -> None:
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert cost("my-local-model", usage, **{"my-local": ModelPrice(input=1, output=2)}) == 3.0
+    assert cost("gpt-4.1", usage, **{"gpt-4.1": ModelPrice(input=0, output=0)}) == 0.0
 
 
 def test_adjacent_request_lines_are_read_as_one_range() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 from local_server_kit import BatchKit, make_client
+from openai_spec import TALLY
 
 from batchor.testing import LocalBatchServer, ManualClock
 
@@ -32,3 +33,11 @@ def client(server: LocalBatchServer) -> openai.OpenAI:
 @pytest.fixture
 def kit(client: openai.OpenAI) -> BatchKit:
     return BatchKit(client)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how much the conformance test validated against OpenAI's spec."""
+    if TALLY:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in TALLY.most_common())
+        terminalreporter.write_sep("-", "OpenAI spec conformance")
+        terminalreporter.write_line(f"{sum(TALLY.values())} validated: {kinds}")

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import openai
-from openai.types import Batch, CreateEmbeddingResponse, FileObject
+from openai.types import (
+    Batch,
+    Completion,
+    CreateEmbeddingResponse,
+    FileObject,
+    ImagesResponse,
+    ModerationCreateResponse,
+)
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 from pydantic import BaseModel
@@ -28,6 +35,10 @@ class BatchKit:
 
     def __init__(self, client: openai.OpenAI) -> None:
         self.client = client
+
+    @staticmethod
+    def request(endpoint: str, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
 
     @staticmethod
     def responses_request(
@@ -96,6 +107,10 @@ class BatchKit:
             "/v1/responses": Response,
             "/v1/chat/completions": ChatCompletion,
             "/v1/embeddings": CreateEmbeddingResponse,
+            "/v1/completions": Completion,
+            "/v1/moderations": ModerationCreateResponse,
+            "/v1/images/generations": ImagesResponse,
+            "/v1/images/edits": ImagesResponse,
         }
         model = models[batch.endpoint]
         found = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -9,12 +10,17 @@ from typing import Any, Literal
 import openai
 import pytest
 from local_server_kit import MODEL, BatchKit, make_client
-from openai.types import CreateEmbeddingResponse
+from openai.types import (
+    Completion,
+    CreateEmbeddingResponse,
+    ImagesResponse,
+    ModerationCreateResponse,
+)
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from batchor.testing import BatchPace, LocalBatchServer, ManualClock
+from batchor.testing import BatchPace, LocalBatchServer, ManualClock, UsageSplit
 
 
 class Verdict(BaseModel):
@@ -182,7 +188,7 @@ def test_list_is_newest_first_with_metadata_and_pages(kit: BatchKit, client: ope
 @pytest.mark.parametrize(
     ("arguments", "param"),
     [
-        ({"endpoint": "/v1/completions"}, "endpoint"),
+        ({"endpoint": "/v1/videos"}, "endpoint"),
         ({"completion_window": "48h"}, "completion_window"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"metadata": {"k": "v" * 513}}, "metadata.k"),
@@ -352,3 +358,143 @@ def test_a_raising_responder_fails_only_that_request_with_500(tmp_path: Path) ->
     assert errors["bad"]["response"]["status_code"] == 500
     assert "model exploded" in errors["bad"]["response"]["body"]["error"]["message"]
     assert batch.request_counts is not None and batch.request_counts.failed == 1
+
+
+def test_completions_batch_answers_one_choice_per_prompt(kit: BatchKit) -> None:
+    requests = [
+        BatchKit.request(
+            "/v1/completions", "one", {"model": "gpt-3.5-turbo-instruct", "prompt": "Hi"}
+        ),
+        BatchKit.request(
+            "/v1/completions", "two", {"model": "gpt-3.5-turbo-instruct", "prompt": ["A", "B"]}
+        ),
+    ]
+
+    outputs = kit.outputs(kit.retrieve(kit.submit(requests, endpoint="/v1/completions")))
+
+    one = Completion.model_validate(outputs["one"]["response"]["body"])
+    two = Completion.model_validate(outputs["two"]["response"]["body"])
+    assert one.object == "text_completion"
+    assert "Hi" in one.choices[0].text
+    assert [choice.index for choice in two.choices] == [0, 1]
+    assert one.usage is not None and one.usage.prompt_tokens == 1
+
+
+def test_moderations_batch_answers_one_unflagged_result_per_input(kit: BatchKit) -> None:
+    body = {"model": "omni-moderation-latest", "input": ["first", "second"]}
+
+    batch = kit.retrieve(
+        kit.submit([BatchKit.request("/v1/moderations", "m", body)], endpoint="/v1/moderations")
+    )
+    moderation = ModerationCreateResponse.model_validate(
+        kit.outputs(batch)["m"]["response"]["body"]
+    )
+
+    assert len(moderation.results) == 2
+    assert not any(result.flagged for result in moderation.results)
+    assert batch.usage is not None and batch.usage.input_tokens == 2 + 2  # ceil(5 / 4), ceil(6 / 4)
+
+
+def test_image_batches_answer_with_a_png(kit: BatchKit) -> None:
+    body = {"model": "gpt-image-1", "prompt": "A lighthouse", "n": 2}
+
+    batch = kit.retrieve(
+        kit.submit(
+            [BatchKit.request("/v1/images/generations", "i", body)],
+            endpoint="/v1/images/generations",
+        )
+    )
+    images = ImagesResponse.model_validate(kit.outputs(batch)["i"]["response"]["body"])
+
+    assert images.data is not None and len(images.data) == 2
+    assert base64.b64decode(images.data[0].b64_json or "").startswith(b"\x89PNG")
+
+
+def test_video_batches_are_refused_as_an_unsupported_endpoint(
+    kit: BatchKit, client: openai.OpenAI
+) -> None:
+    uploaded = kit.upload([BatchKit.request("/v1/videos", "v", {"model": "sora-2"})])
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/videos", completion_window="24h"
+        )
+
+    assert (caught.value.param, caught.value.code) == ("endpoint", "invalid_value")
+    assert "'/v1/responses'" in caught.value.message
+
+
+def test_output_files_expire_as_output_expires_after_says(
+    kit: BatchKit, client: openai.OpenAI, clock: ManualClock
+) -> None:
+    uploaded = kit.upload([BatchKit.responses_request("a")])
+    created = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/responses",
+        completion_window="24h",
+        output_expires_after={"anchor": "created_at", "seconds": 7200},
+    )
+    output_file_id = kit.retrieve(created).output_file_id
+    assert output_file_id is not None
+
+    output = client.files.retrieve(output_file_id)
+    clock.advance(7200)
+
+    assert output.expires_at == output.created_at + 7200
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(output_file_id)
+
+
+def test_output_expires_after_is_validated(kit: BatchKit, client: openai.OpenAI) -> None:
+    uploaded = kit.upload([BatchKit.responses_request("a")])
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/v1/responses",
+            completion_window="24h",
+            output_expires_after={"anchor": "created_at", "seconds": 10},
+        )
+
+    assert caught.value.param == "output_expires_after.seconds"
+
+
+def test_usage_reports_cached_and_reasoning_tokens_as_the_usage_split_says(
+    tmp_path: Path,
+) -> None:
+    usage = UsageSplit(cached_fraction=0.5, reasoning_ratio=2)
+    prompt = "x" * 40  # 10 tokens
+    with LocalBatchServer(
+        usage=usage, responder=lambda body: "abcd" * 3, data_dir=tmp_path / "s"
+    ) as server:
+        kit = BatchKit(make_client(server))
+        responses = kit.retrieve(kit.submit([BatchKit.responses_request("r", prompt)]))
+        chat = kit.retrieve(
+            kit.submit([BatchKit.chat_request("c", prompt)], endpoint="/v1/chat/completions")
+        )
+        response = Response.model_validate(kit.outputs(responses)["r"]["response"]["body"])
+        completion = ChatCompletion.model_validate(kit.outputs(chat)["c"]["response"]["body"])
+
+    assert response.usage is not None
+    assert response.usage.input_tokens == 10
+    assert response.usage.input_tokens_details.cached_tokens == 5
+    assert response.usage.output_tokens == 3 + 6  # 3 text tokens + 2 reasoning per text token
+    assert response.usage.output_tokens_details.reasoning_tokens == 6
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens_details is not None
+    assert completion.usage.prompt_tokens_details.cached_tokens == (14 // 2)  # 4 + 10 tokens
+    assert completion.usage.completion_tokens_details is not None
+    assert completion.usage.completion_tokens_details.reasoning_tokens == 6
+    assert responses.usage is not None
+    assert (responses.usage.input_tokens, responses.usage.output_tokens) == (10, 9)
+    assert responses.usage.input_tokens_details.cached_tokens == 5
+    assert responses.usage.output_tokens_details.reasoning_tokens == 6
+
+
+def test_a_new_batch_reports_zero_usage_until_it_ends(tmp_path: Path) -> None:
+    with LocalBatchServer(pace=BatchPace(in_progress=60), data_dir=tmp_path / "s") as server:
+        kit = BatchKit(make_client(server))
+        batch = kit.retrieve(kit.submit([BatchKit.responses_request("a")]))
+
+    assert batch.status == "in_progress"
+    assert batch.usage is not None and batch.usage.total_tokens == 0

@@ -211,3 +211,63 @@ def test_faults_are_per_server(server: LocalBatchServer) -> None:
     server.faults.http_error("*", "/v1", status=500, times=None)
     with LocalBatchServer() as other:
         assert make_client(other).batches.list().data == []
+
+
+def test_a_missing_line_is_counted_completed_but_absent(
+    server: LocalBatchServer, kit: BatchKit
+) -> None:
+    server.faults.malform_output(["1"], kind="missing_line")
+
+    batch = kit.retrieve(kit.submit(FOUR))
+
+    assert sorted(kit.outputs(batch)) == ["0", "2", "3"]
+    assert batch.request_counts is not None and batch.request_counts.completed == 4
+    assert batch.error_file_id is None
+
+
+def test_an_expired_batch_can_leave_the_rest_without_any_line(
+    server: LocalBatchServer, kit: BatchKit
+) -> None:
+    server.faults.expire_next_batch(completed_fraction=0.5, expired_lines=False)
+
+    batch = kit.retrieve(kit.submit(FOUR))
+
+    assert batch.status == "expired"
+    assert sorted(kit.outputs(batch)) == ["0", "1"]
+    assert batch.error_file_id is None
+    assert server.counters.requests_executed == {"gpt-4.1": 2}
+
+
+def test_batch_faults_can_hit_several_batches(server: LocalBatchServer, kit: BatchKit) -> None:
+    server.faults.fail_next_batch(times=2)
+
+    statuses = [kit.retrieve(kit.submit(FOUR)).status for _ in range(3)]
+
+    assert statuses == ["failed", "failed", "completed"]
+
+
+def test_a_request_share_fails_about_that_share_of_every_batch(
+    server: LocalBatchServer, kit: BatchKit
+) -> None:
+    server.faults.fail_request_share(0.25, status_code=503)
+    many = [BatchKit.responses_request(str(i)) for i in range(200)]
+
+    first = kit.retrieve(kit.submit(many))
+    second = kit.retrieve(kit.submit(many))
+    first_failed, second_failed = set(kit.errors(first)), set(kit.errors(second))
+
+    assert 30 <= len(first_failed) <= 70
+    assert first_failed != second_failed  # a resubmitted request draws again
+    assert {line["response"]["status_code"] for line in kit.errors(first).values()} == {503}
+
+
+def test_an_output_share_is_malformed_in_every_batch(
+    server: LocalBatchServer, kit: BatchKit
+) -> None:
+    server.faults.malform_output_share(0.5, kind="missing_line")
+    many = [BatchKit.responses_request(str(i)) for i in range(100)]
+
+    batch = kit.retrieve(kit.submit(many))
+
+    assert 30 <= len(kit.outputs(batch)) <= 70
+    assert batch.request_counts is not None and batch.request_counts.completed == 100

@@ -12,7 +12,7 @@ import openai
 import pytest
 from local_server_kit import BatchKit, make_client
 
-from batchor.testing import LocalBatchServer
+from batchor.testing import LocalBatchServer, ManualClock
 
 
 def test_upload_returns_a_batch_file_object(kit: BatchKit) -> None:
@@ -170,3 +170,92 @@ def test_chunked_multipart_upload_is_accepted(
 
     assert response.status == 200, payload
     assert client.files.content(payload["id"]).content == content
+
+
+def test_raw_bytes_are_accepted_as_a_batch_file_when_they_read_as_jsonl(
+    client: openai.OpenAI,
+) -> None:
+    content = (json.dumps(BatchKit.responses_request("a")) + "\n").encode()
+
+    uploaded = client.files.create(file=content, purpose="batch")
+
+    assert uploaded.filename == "upload"
+    assert client.files.content(uploaded.id).content == content
+
+
+def test_raw_bytes_that_are_not_jsonl_are_refused_for_batch(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.files.create(file=b"id,text\n1,hello\n", purpose="batch")
+
+    assert (caught.value.param, caught.value.code) == ("file", "invalid_file_format")
+
+
+def test_a_batch_file_expires_after_30_days_unless_told_otherwise(client: openai.OpenAI) -> None:
+    default = client.files.create(file=("a.jsonl", b"{}\n"), purpose="batch")
+    hour = client.files.create(
+        file=("b.jsonl", b"{}\n"),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
+    kept = client.files.create(file=("c.txt", b"notes"), purpose="user_data")
+
+    assert default.expires_at == default.created_at + 30 * 24 * 3600
+    assert hour.expires_at == hour.created_at + 3600
+    assert kept.expires_at is None
+
+
+def test_an_expired_file_is_gone(client: openai.OpenAI, clock: ManualClock) -> None:
+    uploaded = client.files.create(
+        file=("a.jsonl", b"{}\n"),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
+    clock.advance(3599)
+    still_there = client.files.retrieve(uploaded.id)
+    clock.advance(1)
+
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(uploaded.id)
+    assert still_there.id == uploaded.id
+    assert [f.id for f in client.files.list()] == []
+
+
+@pytest.mark.parametrize(
+    ("expires_after", "param", "code"),
+    [
+        (
+            {"anchor": "created_at", "seconds": 60},
+            "expires_after.seconds",
+            "integer_below_min_value",
+        ),
+        (
+            {"anchor": "created_at", "seconds": 2_592_001},
+            "expires_after.seconds",
+            "integer_above_max_value",
+        ),
+        ({"anchor": "last_active_at", "seconds": 3600}, "expires_after.anchor", "invalid_value"),
+    ],
+)
+def test_expires_after_is_validated_as_the_spec_says(
+    client: openai.OpenAI, expires_after: dict[str, Any], param: str, code: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.files.create(
+            file=("a.jsonl", b"{}\n"),
+            purpose="batch",
+            expires_after=expires_after,  # type: ignore[arg-type]
+        )
+
+    assert (caught.value.param, caught.value.code) == (param, code)
+
+
+def test_deletions_are_counted_by_purpose(
+    server: LocalBatchServer, kit: BatchKit, client: openai.OpenAI
+) -> None:
+    batch = kit.retrieve(kit.submit([BatchKit.responses_request("a")]))
+    assert batch.output_file_id is not None
+
+    client.files.delete(batch.input_file_id)
+    client.files.delete(batch.output_file_id)
+
+    assert server.counters.files_deleted == {"batch": 1, "batch_output": 1}

@@ -158,3 +158,46 @@ def test_settings_are_validated_naming_the_field() -> None:
         LocalBatchServer(max_requests_per_batch=0)
     with pytest.raises(ValueError, match="in_progress"):
         BatchPace(in_progress=-1)
+
+
+def test_per_request_pace_makes_bigger_batches_take_longer(tmp_path: Path) -> None:
+    clock = ManualClock()
+    pace = BatchPace(in_progress=10, per_request=5)
+    with LocalBatchServer(pace=pace, clock=clock, data_dir=tmp_path / "s") as server:
+        kit = BatchKit(make_client(server))
+        small = kit.submit(FOUR[:2])  # 10 + 2 * 5 = 20 s
+        large = kit.submit(FOUR)  # 10 + 4 * 5 = 30 s
+        kit.retrieve(small)
+        kit.retrieve(large)
+        clock.advance(20)
+        after_20 = kit.retrieve(small).status, kit.retrieve(large).status
+        clock.advance(10)
+        after_30 = kit.retrieve(large).status
+
+    assert after_20 == ("completed", "in_progress")
+    assert after_30 == "completed"
+
+
+def test_counters_count_batches_by_model_and_the_requests_that_ran(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with LocalBatchServer(
+        pace=BatchPace(in_progress=100), clock=clock, data_dir=tmp_path / "s"
+    ) as server:
+        client = make_client(server)
+        kit = BatchKit(client)
+        done = kit.submit(FOUR)
+        cut_short = kit.submit(
+            [BatchKit.responses_request(str(i), model="gpt-4o") for i in range(4)]
+        )
+        kit.retrieve(done)
+        clock.advance(50)
+        client.batches.cancel(cut_short.id)
+        clock.advance(50)
+        kit.retrieve(done)
+        counters = server.counters
+        server.reset_counts()
+
+        assert counters.batches_created == {MODEL: 1, "gpt-4o": 1}
+        assert counters.requests_executed == {MODEL: 4, "gpt-4o": 2}
+        assert counters.max_enqueued_tokens_seen == {MODEL: 12, "gpt-4o": 12}
+        assert server.counters.batches_created == {}

@@ -166,3 +166,47 @@ def test_the_default_token_limit_applies_to_models_not_listed(tmp_path: Path) ->
     assert batch.status == "failed"
     assert batch.errors is not None and batch.errors.data is not None
     assert batch.errors.data[0].code == "token_limit_exceeded"
+
+
+def test_the_token_limit_message_is_worded_as_openai_words_it(tmp_path: Path) -> None:
+    request = BatchKit.responses_request("a", "x" * 400)  # 100 tokens
+    with LocalBatchServer(token_limits={MODEL: 99}, data_dir=tmp_path / "s") as server:
+        kit = BatchKit(make_client(server))
+        batch = kit.retrieve(kit.submit([request]))
+
+    assert batch.errors is not None and batch.errors.data is not None
+    assert batch.errors.data[0].message == (
+        "Enqueued token limit reached for gpt-4.1 in organization org-local. Limit: 99 "
+        "enqueued tokens. Please try again once some in_progress batches have been completed."
+    )
+
+
+def test_an_input_file_over_the_batch_byte_limit_fails_the_batch(tmp_path: Path) -> None:
+    lines = "".join(_line(_request(str(i))) for i in range(3))
+    with LocalBatchServer(max_batch_file_bytes=len(lines) - 1, data_dir=tmp_path / "s") as server:
+        kit = BatchKit(make_client(server))
+        over = _validated(kit, lines)
+        at_limit = _validated(kit, lines[: len(lines) // 2 + 1].rsplit("\n", 1)[0] + "\n")
+
+    assert over.status == "failed"
+    assert over.errors is not None and over.errors.data is not None
+    [error] = over.errors.data
+    assert error.code == "file_too_large"
+    assert error.message == (
+        f"The batch input file is larger than the {len(lines) - 1} maximum for the gpt-4.1 "
+        "model. Please try again with a smaller batch."
+    )
+    assert at_limit.status == "completed"
+
+
+def test_too_many_tasks_names_the_limit(tmp_path: Path) -> None:
+    with LocalBatchServer(max_requests_per_batch=2, data_dir=tmp_path / "s") as server:
+        batch = _validated(
+            BatchKit(make_client(server)), "".join(_line(_request(str(i))) for i in range(3))
+        )
+
+    assert batch.errors is not None and batch.errors.data is not None
+    assert batch.errors.data[0].message == (
+        "The batch input file has 3 requests, more than the 2 maximum for the gpt-4.1 model. "
+        "Please try again with a smaller batch."
+    )

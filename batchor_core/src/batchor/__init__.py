@@ -36,8 +36,12 @@ from batchor.errors import (
 from batchor.job import ArtifactPolicy, BatchJob, ChunkPolicy, RetryPolicy
 from batchor.prompts import PromptBuilder, template_fields
 from batchor.providers import AnyProviderConfig
-from batchor.providers.base import ProviderConfig
-from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
+from batchor.providers.base import ModelPrice, ProviderConfig
+from batchor.providers.openai import (
+    AzureOpenAIProviderConfig,
+    OpenAIEnqueueLimitConfig,
+    OpenAIProviderConfig,
+)
 from batchor.results import (
     ArtifactExport,
     ArtifactPrune,
@@ -69,8 +73,13 @@ from batchor.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Stora
 from batchor.types import (
     LINEAGE_KEY,
     BatchItem,
+    ContentPart,
     Lineage,
+    Message,
     PromptParts,
+    RequestOptions,
+    Tool,
+    Usage,
     canonical_json,
     check_run_id,
     import_model,
@@ -85,6 +94,7 @@ __all__ = [
     "ArtifactPrune",
     "ArtifactRuleError",
     "ArtifactStore",
+    "AzureOpenAIProviderConfig",
     "BatchItem",
     "BatchJob",
     "BatchRefusedError",
@@ -95,6 +105,7 @@ __all__ = [
     "ChunkPolicy",
     "CompositeItemSource",
     "ConfigurationError",
+    "ContentPart",
     "CsvItemSource",
     "DuplicateItemIdError",
     "FsspecArtifactStore",
@@ -108,6 +119,8 @@ __all__ = [
     "Lineage",
     "LocalArtifactStore",
     "MemoryStorage",
+    "Message",
+    "ModelPrice",
     "OpenAIEnqueueLimitConfig",
     "OpenAIProviderConfig",
     "ParquetItemSource",
@@ -121,6 +134,7 @@ __all__ = [
     "QuotaExhaustedError",
     "Refusal",
     "RefusalKind",
+    "RequestOptions",
     "ResultsTableLayout",
     "RetryPolicy",
     "Run",
@@ -142,7 +156,9 @@ __all__ = [
     "TerminalResultsExport",
     "TerminalResultsPage",
     "TokenUsage",
+    "Tool",
     "TransientProviderError",
+    "Usage",
     "WorkerReport",
     "canonical_json",
     "check_run_id",

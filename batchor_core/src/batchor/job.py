@@ -67,11 +67,19 @@ class ChunkPolicy(_Policy):
 
 
 class ArtifactPolicy(_Policy):
-    """What artifacts a run keeps. Request artifacts are always kept (they are how
-    retries are rebuilt); raw provider output/error files only when
-    ``persist_raw_output_artifacts`` is true."""
+    """What artifacts a run keeps, here and at the provider.
+
+    Request artifacts are always kept (they are how retries are rebuilt); raw
+    provider output/error files only when ``persist_raw_output_artifacts`` is
+    true. With ``delete_provider_files`` (the default), once a batch's results are
+    recorded batchor deletes what the provider keeps of it (input, output and error
+    files, or the batch itself where the API allows), so prompts and replies do not
+    sit at the provider until they expire; a failed deletion is retried on the
+    next steps and never fails the run.
+    """
 
     persist_raw_output_artifacts: bool = True
+    delete_provider_files: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,11 @@ class BatchJob:
     :class:`~batchor.CheckpointedItemSource` (which makes ingestion resumable from
     a checkpoint). ``structured_output`` is a module-level Pydantic model class;
     each reply is validated into it.
+
+    ``cost_limit_usd`` caps what the run may spend at the provider's batch prices:
+    no batch is submitted whose estimated cost would take what was spent plus what
+    is in flight above it; the run pauses instead (``control_reason ==
+    "cost_limit"``) until :meth:`~batchor.Run.set_cost_limit` raises it.
     """
 
     items: Iterable[BatchItem] | CheckpointedItemSource
@@ -92,6 +105,7 @@ class BatchJob:
     chunk_policy: ChunkPolicy = field(default_factory=ChunkPolicy)
     artifact_policy: ArtifactPolicy = field(default_factory=ArtifactPolicy)
     batch_metadata: Mapping[str, str] = field(default_factory=dict)
+    cost_limit_usd: float | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.build_prompt):
@@ -119,6 +133,13 @@ class BatchJob:
                     f"BatchJob.{name} must be a {policy_type.__name__}, "
                     f"got {type(getattr(self, name)).__name__}"
                 )
+        if self.cost_limit_usd is not None and not (
+            isinstance(self.cost_limit_usd, int | float) and self.cost_limit_usd > 0
+        ):
+            raise ConfigurationError(
+                f"BatchJob.cost_limit_usd must be a positive number of USD, got "
+                f"{self.cost_limit_usd!r}"
+            )
         if len(self.batch_metadata) > 12:
             raise ConfigurationError(
                 "BatchJob.batch_metadata takes at most 12 keys (OpenAI allows 16 and batchor "

@@ -43,6 +43,10 @@ class RunControlState(StrEnum):
     CANCEL_REQUESTED = "cancel_requested"
 
 
+COST_LIMIT_REASON = "cost_limit"
+"""``control_reason`` of a run paused because its next batch would cross its cost limit."""
+
+
 @dataclass(frozen=True, slots=True)
 class ItemError:
     """Why an item failed. ``retryable`` says whether another attempt could succeed."""
@@ -122,7 +126,16 @@ class ItemResult:
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
-    """A snapshot of a run: counts by item status, batches, tokens and cost."""
+    """A snapshot of a run: counts by item status, batches, tokens and cost.
+
+    Costs are at the provider's batch prices (``None`` for a model without a
+    known price; see ``pricing=`` on the provider config): ``cost_usd`` is what
+    the usage the provider reported costs; ``estimated_remaining_cost_usd`` what
+    the items not yet terminal should cost (their estimated input tokens, and
+    output as :class:`JobPlan` assumes it); ``estimated_cost_usd`` the two
+    together. ``learned_limits`` are the limits the provider's refusals taught
+    for this run's provider and model (``kind -> value``).
+    """
 
     run_id: str
     status: RunStatus
@@ -149,6 +162,10 @@ class RunSummary:
     """Which provider the run uses (``openai``, ``anthropic``, ``gemini``...)."""
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
+    cost_usd: float | None = None
+    estimated_remaining_cost_usd: float | None = None
+    cost_limit_usd: float | None = None
+    learned_limits: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def terminal_items(self) -> int:

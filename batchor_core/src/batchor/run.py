@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from batchor.artifacts.base import ArtifactStore, run_prefix
 from batchor.engine.config import RunConfig
 from batchor.engine.driver import RunDriver
-from batchor.engine.planning import estimate_cost_usd, poll_delay
+from batchor.engine.planning import estimated_cost_usd, poll_delay
 from batchor.errors import (
     ArtifactRuleError,
     ConfigurationError,
@@ -31,6 +31,7 @@ from batchor.errors import (
 )
 from batchor.providers.base import OutputKind
 from batchor.results import (
+    COST_LIMIT_REASON,
     ArtifactExport,
     ArtifactPrune,
     ItemError,
@@ -100,6 +101,15 @@ class Run:
         """Counts by item status, batches, tokens and cost, read from storage."""
         record = self._fresh_record()
         counts = self._storage.results.counts(record.run_pk)
+        provider = self.config.provider
+        price = provider.price()
+        spent = None if price is None else price.cost_usd(counts.usage)
+        remaining = estimated_cost_usd(
+            price,
+            counts.estimated_pending_tokens + counts.estimated_submitted_tokens,
+            counts.pending + counts.submitted,
+            provider.max_output_tokens,
+        )
         self._summary = RunSummary(
             run_id=record.run_id,
             status=record.status,
@@ -115,9 +125,7 @@ class Run:
             batches_total=counts.batches_total,
             input_tokens=counts.input_tokens,
             output_tokens=counts.output_tokens,
-            estimated_cost_usd=estimate_cost_usd(
-                record.model, counts.input_tokens, counts.output_tokens
-            ),
+            estimated_cost_usd=None if spent is None or remaining is None else spent + remaining,
             ingest_complete=record.ingest_complete,
             estimated_input_tokens=counts.estimated_input_tokens,
             last_error=record.last_error,
@@ -126,6 +134,10 @@ class Run:
             provider=record.provider or self.config.provider.kind,
             cached_input_tokens=counts.cached_input_tokens,
             reasoning_tokens=counts.reasoning_tokens,
+            cost_usd=spent,
+            estimated_remaining_cost_usd=remaining,
+            cost_limit_usd=record.cost_limit_usd,
+            learned_limits=self._storage.limits.get(provider.budget_scope),
         )
         return self._summary
 
@@ -211,6 +223,28 @@ class Run:
         if record.control_state is RunControlState.CANCEL_REQUESTED:
             raise RunStateError(f"run {self.run_id!r} is being cancelled; it cannot be resumed")
         self._storage.runs.resume(record.run_pk, now=self._clock.now())
+
+    def set_cost_limit(self, usd: float | None) -> None:
+        """Set (or with ``None`` lift) the run's cost limit; a run paused at its old
+        limit resumes. The limit caps what was spent plus what is in flight, at the
+        provider's batch prices (see :attr:`BatchJob.cost_limit_usd`)."""
+        if usd is not None and not (isinstance(usd, int | float) and usd > 0):
+            raise ConfigurationError(f"a cost limit must be a positive number of USD, got {usd!r}")
+        record = self._fresh_record()
+        self._require_controllable(record, "set the cost limit of")
+        if usd is not None and self.config.provider.price() is None:
+            raise ConfigurationError(
+                f"a cost limit needs a price for model {self.config.provider.model!r}: give "
+                "it with pricing={...} on the provider config"
+            )
+        now = self._clock.now()
+        self._storage.runs.set_cost_limit(record.run_pk, usd, now=now)
+        if (
+            record.control_state is RunControlState.PAUSED
+            and record.control_reason == COST_LIMIT_REASON
+        ):
+            self._storage.runs.resume(record.run_pk, now=now)
+            self._storage.runs.set_last_error(record.run_pk, None, now=now)
 
     def cancel(self, *, remote: bool = False) -> None:
         """Drain-style cancel: submit nothing new, keep collecting in-flight batches,

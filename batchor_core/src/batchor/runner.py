@@ -112,6 +112,11 @@ class BatchRunner:
         items stored after each slice.
         """
         config = RunConfig.from_job(job)
+        if job.cost_limit_usd is not None and config.provider.price() is None:
+            raise ConfigurationError(
+                f"cost_limit_usd needs a price for model {config.provider.model!r}, which "
+                "batchor does not know: give it with pricing={...} on the provider config"
+            )
         identity = (
             canonical_json(job.items.source_identity())
             if isinstance(job.items, CheckpointedItemSource)
@@ -128,11 +133,16 @@ class BatchRunner:
                     config=config.to_json(),
                     config_fingerprint=config.fingerprint(),
                     source_identity=identity,
+                    cost_limit_usd=job.cost_limit_usd,
                 ),
                 now=self.clock.now(),
             )
         else:
             _check_same_job(record, config, identity, job.items)
+            if job.cost_limit_usd is not None and job.cost_limit_usd != record.cost_limit_usd:
+                self.storage.runs.set_cost_limit(
+                    record.run_pk, job.cost_limit_usd, now=self.clock.now()
+                )
         run = self._run(
             record,
             config,

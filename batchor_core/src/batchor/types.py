@@ -2,10 +2,12 @@
 but :mod:`batchor.errors`.
 
 - what a user hands in: :class:`BatchItem` and what ``build_prompt`` returns,
-  :class:`PromptParts`;
+  :class:`PromptParts` (with :class:`Message`, :class:`ContentPart`,
+  :class:`RequestOptions` and :class:`Tool` for requests of any shape);
 - :class:`FrozenConfig`, the base of every settings object;
 - lineage: :data:`LINEAGE_KEY` and the :class:`Lineage` it holds;
 - :func:`canonical_json`, the one JSON encoding batchor stores, hashes and compares;
+- :class:`Usage`, the tokens a provider reports;
 - run ids (:data:`RUN_ID_PATTERN`, :func:`check_run_id`);
 - references to structured-output classes (:func:`model_reference`, :func:`import_model`);
 - :class:`Clock`, time as the engine sees it.
@@ -17,9 +19,9 @@ import importlib
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -47,12 +49,123 @@ class BatchItem:
             )
 
 
+ContentKind = Literal["text", "image", "file"]
+
+
+@dataclass(frozen=True, slots=True)
+class ContentPart:
+    """One part of a message's content: text, an image, or a file (a PDF...).
+
+    An image is given by ``url`` or by base64 ``data`` with its ``media_type``
+    (``image/png``); a file by base64 ``data``, ``media_type`` and optionally a
+    ``filename``. Build them with :meth:`of_text`, :meth:`image_url`,
+    :meth:`image_data` and :meth:`file_data`. Each provider translates them into
+    its own form; one it cannot express fails the ingest naming the item.
+    """
+
+    kind: ContentKind
+    text: str | None = None
+    url: str | None = None
+    data: str | None = None
+    media_type: str | None = None
+    filename: str | None = None
+
+    @classmethod
+    def of_text(cls, text: str) -> ContentPart:
+        return cls("text", text=text)
+
+    @classmethod
+    def image_url(cls, url: str) -> ContentPart:
+        return cls("image", url=url)
+
+    @classmethod
+    def image_data(cls, data: str, media_type: str) -> ContentPart:
+        """An image as base64 ``data`` (no ``data:`` prefix) of type ``media_type``."""
+        return cls("image", data=data, media_type=media_type)
+
+    @classmethod
+    def file_data(cls, data: str, media_type: str, filename: str | None = None) -> ContentPart:
+        """A file as base64 ``data`` of type ``media_type`` (e.g. ``application/pdf``)."""
+        return cls("file", data=data, media_type=media_type, filename=filename)
+
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of a conversation: its role and its content (text, or parts)."""
+
+    role: Role
+    content: str | Sequence[ContentPart]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call: its name, what it does, and its parameters as a
+    JSON schema (an object)."""
+
+    name: str
+    parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object"})
+    description: str | None = None
+
+
+ToolChoice = Literal["auto", "none", "required"] | str
+"""``"auto"``, ``"none"``, ``"required"`` (some tool), or the name of one tool."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """Per-request settings in neutral terms, over the provider config's
+    ``request_options``; each provider translates them (``max_output_tokens``
+    becomes ``max_tokens`` for Anthropic, ``maxOutputTokens`` for Gemini...).
+    ``metadata`` is sent where the provider takes per-request metadata."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = None
+    stop: Sequence[str] = ()
+    tools: Sequence[Tool] = ()
+    tool_choice: ToolChoice | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class PromptParts:
-    """What ``build_prompt(item)`` returns: the user prompt and an optional system prompt."""
+    """What ``build_prompt(item)`` returns.
 
-    prompt: str
+    The simple form is a user ``prompt`` and an optional ``system_prompt``. For a
+    whole conversation, or content beyond text (images, files), give
+    ``messages`` instead of ``prompt`` (a system prompt may be either the first
+    ``system`` message or ``system_prompt``). ``options`` sets per-request
+    settings (temperature, max output tokens, tools...).
+    """
+
+    prompt: str = ""
     system_prompt: str | None = None
+    messages: Sequence[Message] = ()
+    options: RequestOptions | None = None
+
+    def conversation(self) -> tuple[str | None, list[Message]]:
+        """``(system prompt, the other messages)``: the simple form as one user message,
+        ``system`` messages of ``messages`` joined into the system prompt."""
+        if not self.messages:
+            return self.system_prompt, [Message("user", self.prompt)]
+        system = [self.system_prompt] if self.system_prompt else []
+        turns: list[Message] = []
+        for message in self.messages:
+            if message.role == "system":
+                system.append(message_text(message))
+            else:
+                turns.append(message)
+        return ("\n\n".join(system) if system else None), turns
+
+
+def message_text(message: Message) -> str:
+    """The text of a message (its text parts joined by a blank line)."""
+    if isinstance(message.content, str):
+        return message.content
+    return "\n\n".join(part.text or "" for part in message.content if part.kind == "text")
 
 
 class FrozenConfig(BaseModel):
@@ -71,6 +184,18 @@ class FrozenConfig(BaseModel):
                 for error in exc.errors()
             )
             raise ConfigurationError(f"invalid {type(self).__name__}: {problems}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a provider reported (for one request, or summed over many)."""
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    """Of ``input_tokens``, those read from the provider's prompt cache."""
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Of ``output_tokens``, those spent on reasoning."""
 
 
 # -- lineage ------------------------------------------------------------------------------

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
+from dataclasses import asdict
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -22,6 +20,7 @@ from batchor.cli.display import (
     IngestProgress,
     WaitProgress,
     echo_json,
+    format_plan,
     format_runs_table,
     format_summary,
     note,
@@ -50,9 +49,10 @@ from batchor.errors import (
 )
 from batchor.job import BatchJob
 from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
-from batchor.results import RunStatus, RunSummary, TerminalResultsExport
+from batchor.results import RunControlState, RunStatus, RunSummary, TerminalResultsExport
 from batchor.run import Run
 from batchor.runner import BatchRunner, new_run_id
+from batchor.testing.cli import emulator as emulator_command
 from batchor.types import check_run_id, import_model
 
 
@@ -186,62 +186,112 @@ def plural(count: int, noun: str) -> str:
 # -- start and watch ----------------------------------------------------------------------
 
 
+InputsArgument = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="INPUT",
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        help="CSV, JSONL or Parquet files (by extension); several become one input, "
+        "with item ids prefixed per file.",
+    ),
+]
+IdColumnOption = Annotated[
+    str,
+    typer.Option("--id-column", metavar="COLUMN", help="Column holding each row's unique id."),
+]
+ModelOption = Annotated[str, typer.Option("--model", metavar="MODEL", help="Model, e.g. gpt-4.1.")]
+PromptColumnOption = Annotated[
+    str | None,
+    typer.Option("--prompt-column", metavar="COLUMN", help="Column holding the prompt."),
+]
+PromptTemplateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--prompt-template",
+        metavar="TEXT",
+        help="Prompt built from columns, e.g. 'Classify: {text}' (Python str.format).",
+    ),
+]
+SystemPromptOption = Annotated[
+    str | None,
+    typer.Option("--system-prompt", metavar="TEXT", help="System prompt for every item."),
+]
+StructuredOutputOption = Annotated[
+    str | None,
+    typer.Option(
+        "--structured-output",
+        metavar="MODULE:CLASS",
+        help="Pydantic model each reply must validate into (importable; the working "
+        "directory is on the import path).",
+    ),
+]
+EndpointOption = Annotated[
+    Endpoint, typer.Option("--endpoint", help="OpenAI endpoint each request calls.")
+]
+EnqueuedTokenLimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--enqueued-token-limit",
+        metavar="TOKENS",
+        min=1,
+        help="Your organisation's enqueued-token limit for the model; batchor keeps "
+        "70% of it in flight at most.",
+    ),
+]
+CostLimitOption = Annotated[
+    float | None,
+    typer.Option(
+        "--cost-limit",
+        metavar="USD",
+        help="Pause the run before a batch would take its spend (at batch prices) above this.",
+    ),
+]
+
+
+def build_job(
+    inputs: list[Path],
+    *,
+    id_column: str,
+    model: str,
+    prompt_column: str | None,
+    prompt_template: str | None,
+    system_prompt: str | None,
+    structured_output: str | None,
+    endpoint: Endpoint,
+    enqueued_token_limit: int | None,
+    cost_limit: float | None,
+) -> BatchJob:
+    """The job ``start`` and ``plan`` describe with the same options."""
+    if cost_limit is not None and cost_limit <= 0:
+        raise typer.BadParameter(
+            f"must be a positive number of USD, got {cost_limit:g}", param_hint="'--cost-limit'"
+        )
+    prompt = prompt_builder(prompt_column, prompt_template, system_prompt)
+    output_model = None if structured_output is None else load_output_model(structured_output)
+    return BatchJob(
+        items=open_source(inputs, id_column, prompt),
+        build_prompt=prompt,
+        provider_config=provider_config(model, endpoint, enqueued_token_limit),
+        structured_output=output_model,
+        batch_metadata={PROMPT_FINGERPRINT_KEY: prompt_fingerprint(id_column, prompt)},
+        cost_limit_usd=cost_limit,
+    )
+
+
 @app.command()
 def start(
-    inputs: Annotated[
-        list[Path],
-        typer.Argument(
-            metavar="INPUT",
-            exists=True,
-            dir_okay=False,
-            readable=True,
-            help="CSV, JSONL or Parquet files (by extension); several become one input, "
-            "with item ids prefixed per file.",
-        ),
-    ],
-    id_column: Annotated[
-        str,
-        typer.Option("--id-column", metavar="COLUMN", help="Column holding each row's unique id."),
-    ],
-    model: Annotated[str, typer.Option("--model", metavar="MODEL", help="Model, e.g. gpt-4.1.")],
-    prompt_column: Annotated[
-        str | None,
-        typer.Option("--prompt-column", metavar="COLUMN", help="Column holding the prompt."),
-    ] = None,
-    prompt_template: Annotated[
-        str | None,
-        typer.Option(
-            "--prompt-template",
-            metavar="TEXT",
-            help="Prompt built from columns, e.g. 'Classify: {text}' (Python str.format).",
-        ),
-    ] = None,
-    system_prompt: Annotated[
-        str | None,
-        typer.Option("--system-prompt", metavar="TEXT", help="System prompt for every item."),
-    ] = None,
-    structured_output: Annotated[
-        str | None,
-        typer.Option(
-            "--structured-output",
-            metavar="MODULE:CLASS",
-            help="Pydantic model each reply must validate into (importable; the working "
-            "directory is on the import path).",
-        ),
-    ] = None,
-    endpoint: Annotated[
-        Endpoint, typer.Option("--endpoint", help="OpenAI endpoint each request calls.")
-    ] = Endpoint.RESPONSES,
-    enqueued_token_limit: Annotated[
-        int | None,
-        typer.Option(
-            "--enqueued-token-limit",
-            metavar="TOKENS",
-            min=1,
-            help="Your organisation's enqueued-token limit for the model; batchor keeps "
-            "70% of it in flight at most.",
-        ),
-    ] = None,
+    inputs: InputsArgument,
+    id_column: IdColumnOption,
+    model: ModelOption,
+    prompt_column: PromptColumnOption = None,
+    prompt_template: PromptTemplateOption = None,
+    system_prompt: SystemPromptOption = None,
+    structured_output: StructuredOutputOption = None,
+    endpoint: EndpointOption = Endpoint.RESPONSES,
+    enqueued_token_limit: EnqueuedTokenLimitOption = None,
+    cost_limit: CostLimitOption = None,
     run_id: Annotated[
         str | None,
         typer.Option(
@@ -274,14 +324,17 @@ def start(
         raise typer.BadParameter("--timeout needs --wait", param_hint="'--timeout'")
     if run_id is not None:
         check_run_id(run_id)
-    prompt = prompt_builder(prompt_column, prompt_template, system_prompt)
-    output_model = None if structured_output is None else load_output_model(structured_output)
-    job = BatchJob(
-        items=open_source(inputs, id_column, prompt),
-        build_prompt=prompt,
-        provider_config=provider_config(model, endpoint, enqueued_token_limit),
-        structured_output=output_model,
-        batch_metadata={PROMPT_FINGERPRINT_KEY: prompt_fingerprint(id_column, prompt)},
+    job = build_job(
+        inputs,
+        id_column=id_column,
+        model=model,
+        prompt_column=prompt_column,
+        prompt_template=prompt_template,
+        system_prompt=system_prompt,
+        structured_output=structured_output,
+        endpoint=endpoint,
+        enqueued_token_limit=enqueued_token_limit,
+        cost_limit=cost_limit,
     )
     runner = open_runner(storage, artifacts)
     run_id = run_id or new_run_id(runner.clock)
@@ -308,6 +361,47 @@ def start(
     if not json_output:
         typer.echo(run.run_id)
     _wait_and_report(run, timeout, poll_interval, json_output)
+
+
+@app.command()
+def plan(
+    inputs: InputsArgument,
+    id_column: IdColumnOption,
+    model: ModelOption,
+    prompt_column: PromptColumnOption = None,
+    prompt_template: PromptTemplateOption = None,
+    system_prompt: SystemPromptOption = None,
+    structured_output: StructuredOutputOption = None,
+    endpoint: EndpointOption = Endpoint.RESPONSES,
+    enqueued_token_limit: EnqueuedTokenLimitOption = None,
+    cost_limit: CostLimitOption = None,
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show what start would submit, without storing or submitting anything.
+
+    Takes the same options as start. Reads every row and builds every request
+    (so a plan that succeeds is an input that ingests), then prints the items,
+    batches, estimated tokens and cost at batch prices, and the first request.
+    """
+    job = build_job(
+        inputs,
+        id_column=id_column,
+        model=model,
+        prompt_column=prompt_column,
+        prompt_template=prompt_template,
+        system_prompt=system_prompt,
+        structured_output=structured_output,
+        endpoint=endpoint,
+        enqueued_token_limit=enqueued_token_limit,
+        cost_limit=cost_limit,
+    )
+    planned = open_runner(storage, artifacts).plan(job)
+    if json_output:
+        echo_json(asdict(planned))
+    else:
+        typer.echo(format_plan(planned, cost_limit))
 
 
 def load_output_model(reference: str) -> type[BaseModel]:
@@ -642,14 +736,31 @@ def pause(
 @app.command()
 def resume(
     run_id: RunIdArgument,
+    cost_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--cost-limit",
+            metavar="USD",
+            help="Raise (or set) the run's cost limit first; a run paused at it resumes.",
+        ),
+    ] = None,
     storage: StorageOption = None,
     artifacts: ArtifactsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Let a paused run submit batches again."""
     run = open_run(storage, artifacts, run_id)
-    run.resume()
-    _report_control(run, f"resumed {run_id}", json_output)
+    if cost_limit is not None:
+        if cost_limit <= 0:
+            raise typer.BadParameter(
+                f"must be a positive number of USD, got {cost_limit:g}",
+                param_hint="'--cost-limit'",
+            )
+        run.set_cost_limit(cost_limit)
+    if run.summary().control_state is not RunControlState.RUNNING:
+        run.resume()
+    limit = f" (cost limit ${cost_limit:,.4f})" if cost_limit is not None else ""
+    _report_control(run, f"resumed {run_id}{limit}", json_output)
 
 
 @app.command()
@@ -740,43 +851,9 @@ def worker(
         )
 
 
-@app.command()
-def emulator(
-    port: Annotated[
-        int,
-        typer.Option(
-            "--port", metavar="PORT", min=0, max=65535, help="Port to listen on (0: any free)."
-        ),
-    ] = 8000,
-    host: Annotated[
-        str, typer.Option("--host", metavar="HOST", help="Address to bind.")
-    ] = "127.0.0.1",
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            metavar="DIR",
-            file_okay=False,
-            show_default="temporary",
-            help="Keep files and batches here, across restarts.",
-        ),
-    ] = None,
-) -> None:
-    """Serve the local OpenAI-compatible Files + Batches API until Ctrl-C.
-
-    Point batchor at it with OPENAI_BASE_URL=http://HOST:PORT/v1 and any
-    OPENAI_API_KEY.
-    """
-    from batchor.testing import LocalBatchServer, serve
-
-    server = LocalBatchServer(host=host, port=port, data_dir=data_dir)
-    stop = threading.Event()
-
-    def on_terminate(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_terminate)
-    serve(server, announce=typer.echo, stop=stop)
+# The emulator's flags and behaviour live with the server, so that `batchor emulator`
+# and `python -m batchor.testing` are one command.
+app.command("emulator")(emulator_command)
 
 
 # -- entry point --------------------------------------------------------------------------

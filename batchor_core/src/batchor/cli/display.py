@@ -30,7 +30,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from batchor.results import RunControlState, RunSummary
+from batchor.results import JobPlan, RunControlState, RunSummary
 
 PLAIN_PROGRESS_INTERVAL = 30.0
 """Seconds between plain progress lines while nothing changes."""
@@ -83,7 +83,6 @@ def status_text(summary: RunSummary) -> str:
 
 def format_summary(summary: RunSummary) -> str:
     """The human view of a run, one ``label  value`` line per fact."""
-    cost = summary.estimated_cost_usd
     lines = [
         ("run", summary.run_id),
         ("status", summary.status.value),
@@ -93,6 +92,7 @@ def format_summary(summary: RunSummary) -> str:
         lines.append(("control", f"{summary.control_state.value}{reason}"))
     lines += [
         ("model", summary.model),
+        ("provider", summary.provider),
         (
             "items",
             f"{summary.terminal_items:,}/{summary.total_items:,} terminal: "
@@ -103,12 +103,18 @@ def format_summary(summary: RunSummary) -> str:
             "batches",
             f"{summary.batches_in_flight:,} in flight, {summary.batches_total:,} total",
         ),
-        (
-            "tokens",
-            f"{summary.input_tokens:,} input, {summary.output_tokens:,} output",
-        ),
-        ("cost", "unknown model price" if cost is None else f"${cost:.4f} (estimate)"),
+        ("tokens", token_text(summary)),
+        ("cost", cost_text(summary)),
     ]
+    if summary.learned_limits:
+        lines.append(
+            (
+                "learned limits",
+                ", ".join(
+                    f"{kind} {value:,}" for kind, value in sorted(summary.learned_limits.items())
+                ),
+            )
+        )
     if not summary.ingest_complete:
         lines.append(
             (
@@ -125,7 +131,56 @@ def format_summary(summary: RunSummary) -> str:
     return "\n".join(f"{label.ljust(width)}  {value}" for label, value in lines)
 
 
-RUNS_COLUMNS = ("RUN ID", "STATUS", "MODEL", "ITEMS", "FAILED", "IN FLIGHT", "CREATED")
+def token_text(summary: RunSummary) -> str:
+    """``1,200 input (300 cached), 80 output (20 reasoning)``."""
+    cached = f" ({summary.cached_input_tokens:,} cached)" if summary.cached_input_tokens else ""
+    reasoning = f" ({summary.reasoning_tokens:,} reasoning)" if summary.reasoning_tokens else ""
+    return f"{summary.input_tokens:,} input{cached}, {summary.output_tokens:,} output{reasoning}"
+
+
+def cost_text(summary: RunSummary) -> str:
+    """``$0.0123 spent, $0.0400 estimated for the rest (limit $1.0000)``."""
+    if summary.cost_usd is None:
+        return "unknown model price (tokens only; give pricing= on the provider config)"
+    text = f"${summary.cost_usd:.4f} spent"
+    remaining = summary.estimated_remaining_cost_usd
+    if remaining:
+        text += f", ${remaining:.4f} estimated for the rest"
+    if summary.cost_limit_usd is not None:
+        text += f" (limit ${summary.cost_limit_usd:.4f})"
+    return text
+
+
+def format_plan(plan: JobPlan, cost_limit: float | None = None) -> str:
+    """The human view of a :class:`~batchor.JobPlan`."""
+    output = f"{plan.estimated_output_tokens:,} output"
+    if plan.output_tokens_assumed:
+        output += " (assumed: half the input; set max_output_tokens to bound it)"
+    cost = plan.estimated_cost_usd
+    lines = [
+        ("provider", plan.provider),
+        ("model", plan.model),
+        ("items", f"{plan.item_count:,}"),
+        ("batches", f"{plan.batch_count:,}"),
+        ("tokens", f"{plan.estimated_input_tokens:,} input (estimated), {output}"),
+        (
+            "cost",
+            "unknown model price (give pricing= on the provider config)"
+            if cost is None
+            else f"${cost:.4f} at batch prices (estimate)"
+            + ("" if cost_limit is None else f"; limit ${cost_limit:.4f}"),
+        ),
+    ]
+    if plan.oversized_items:
+        lines.append(("too large", f"{plan.oversized_items:,} items fit no batch and would fail"))
+    lines.append(("first request", plan.first_request_line or "-"))
+    width = max(len(label) for label, _ in lines)
+    return "\n".join(f"{label.ljust(width)}  {value}" for label, value in lines)
+
+
+RUNS_COLUMNS = (
+    "RUN ID", "STATUS", "PROVIDER", "MODEL", "ITEMS", "FAILED", "IN FLIGHT", "CREATED"
+)  # fmt: skip
 
 
 def format_runs_table(summaries: Sequence[RunSummary]) -> str:
@@ -134,6 +189,7 @@ def format_runs_table(summaries: Sequence[RunSummary]) -> str:
         (
             summary.run_id,
             status_text(summary),
+            summary.provider,
             summary.model,
             f"{summary.terminal_items:,}/{summary.total_items:,}",
             f"{summary.failed_items:,}",

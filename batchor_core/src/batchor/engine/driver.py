@@ -17,12 +17,14 @@ it sees of one.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -32,7 +34,12 @@ from batchor.engine.collect import Collector
 from batchor.engine.config import RunConfig
 from batchor.engine.limits import PlanningLimits, learned_value
 from batchor.engine.outcomes import replan
-from batchor.engine.planning import batch_limits, pack_batch, plan_for_budget
+from batchor.engine.planning import (
+    batch_limits,
+    estimated_cost_usd,
+    pack_batch,
+    plan_for_budget,
+)
 from batchor.errors import (
     BatchRefusedError,
     ProviderAuthenticationError,
@@ -45,10 +52,10 @@ from batchor.errors import (
     StorageError,
 )
 from batchor.providers.base import BatchProvider, OutcomeKind, ProviderBatch, RequestOutcome
-from batchor.results import RunControlState, RunStatus
+from batchor.results import COST_LIMIT_REASON, RunControlState, RunStatus
 from batchor.storage.base import Storage
 from batchor.storage.records import BatchPlan, BatchRecord, BatchState, PendingRequest, RunRecord
-from batchor.types import Clock
+from batchor.types import Clock, canonical_json
 
 logger = logging.getLogger("batchor")
 
@@ -56,6 +63,8 @@ LEASE_TTL_SECONDS = 120.0
 """How long a run stays leased to a driver after its last sign of life, by default."""
 ADOPTION_WINDOW_SECONDS = 600.0
 """How far back (before the create intent) to look for a batch to adopt."""
+CLEANUP_ATTEMPTS = 3
+"""Tries (one per step) to delete a batch's files at the provider before giving up."""
 
 
 def new_lease_owner() -> str:
@@ -175,14 +184,24 @@ class RunDriver:
                 self.batches.release(
                     batch.batch_pk, "run paused or cancelled", now=self.clock.now()
                 )
+                self.schedule_cleanup(batch, None, ())
                 changed = True
         record = self._record()
         if record.control_state is RunControlState.RUNNING and (
             record.next_submit_at is None or record.next_submit_at <= self.clock.now()
         ):
             changed |= self._submit_new_batches(record)
-        changed |= self._finish_if_done(self._record())
-        if changed and record.last_error is not None:
+        cleanups_left = self._clean_up(record)
+        if not cleanups_left:
+            changed |= self._finish_if_done(self._record())
+        # the run moved on: an old error is stale (one raised in this step is not, and
+        # the explanation of a cost-limit pause stays until the limit is raised)
+        if (
+            changed
+            and record.last_error is not None
+            and record.control_reason != COST_LIMIT_REASON
+            and self._record().last_error == record.last_error
+        ):
             self.runs.set_last_error(record.run_pk, None, now=self.clock.now())
         return changed
 
@@ -269,6 +288,8 @@ class RunDriver:
         with tempfile.TemporaryDirectory(prefix="batchor-") as workdir:
             path = Path(workdir) / f"{record.run_id}-{batch.batch_number:06d}.jsonl"
             input_ref = batch.input_file_id
+            if batch.state is BatchState.PLANNED and self._over_cost_limit(record, batch):
+                return True
             if batch.state is BatchState.PLANNED or input_ref is None:
                 self._write_batch_input(batch, path)
             if batch.state is BatchState.PLANNED:
@@ -281,6 +302,7 @@ class RunDriver:
                     self._never_ran(batch, "upload_rejected", str(exc))
                     return True
                 self.batches.mark_uploaded(batch.batch_pk, input_ref)
+                batch = replace(batch, state=BatchState.UPLOADED, input_file_id=input_ref)
             if batch.state is BatchState.CREATING:
                 adopted = self.provider.find_batch(
                     batch_key=batch.local_key,
@@ -300,11 +322,47 @@ class RunDriver:
                 )
             except BatchRefusedError as exc:
                 self._refused(record, batch, exc.refusal)
+                self.schedule_cleanup(batch, None, ())
                 return True
             except ProviderRejectedError as exc:
                 self._never_ran(batch, "batch_rejected", str(exc))
+                self.schedule_cleanup(batch, None, ())
                 return True
         self.batches.mark_submitted(batch.batch_pk, created.batch_id, now=self.clock.now())
+        return True
+
+    def _over_cost_limit(self, record: RunRecord, batch: BatchRecord) -> bool:
+        """Whether submitting ``batch`` could take the run above its cost limit: what
+        the provider reported so far, plus the estimate of every batch in flight and
+        of this one. If so the batch is released and the run pauses
+        (``control_reason == "cost_limit"``) until the limit is raised."""
+        limit = record.cost_limit_usd
+        price = self.config.provider.price()
+        if limit is None or price is None:
+            return False
+        counts = self.results.counts(record.run_pk)  # this batch's items are submitted
+        committed = estimated_cost_usd(
+            price,
+            counts.estimated_submitted_tokens,
+            counts.submitted,
+            self.config.provider.max_output_tokens,
+        )
+        spent = price.cost_usd(counts.usage)
+        if committed is None or spent + committed <= limit:
+            return False
+        now = self.clock.now()
+        self.batches.release(batch.batch_pk, "cost limit", now=now)
+        self.runs.set_control_state(
+            record.run_pk, RunControlState.PAUSED, COST_LIMIT_REASON, now=now
+        )
+        self.runs.set_last_error(
+            record.run_pk,
+            f"paused at the cost limit of ${limit:,.4f}: ${spent:,.4f} spent and "
+            f"${committed:,.4f} estimated for the batches in flight and batch "
+            f"{batch.batch_number} ({batch.request_count:,} requests); raise it with "
+            "run.set_cost_limit(usd) or batchor resume --cost-limit USD",
+            now=now,
+        )
         return True
 
     def _write_batch_input(self, batch: BatchRecord, path: Path) -> None:
@@ -340,8 +398,9 @@ class RunDriver:
 
     def _refused(self, record: RunRecord, batch: BatchRecord, refusal: Refusal) -> None:
         """The provider refused the batch for one of its limits: learn the limit, put
-        the items back unchanged, and plan again within it. A refusal for the
-        enqueued budget also waits a little for batches in flight to finish.
+        the items back unchanged, and plan again within it. A batch refused for the
+        enqueued budget although it fits the limit by itself found the queue full:
+        submissions then wait a little for batches in flight to finish.
 
         When configuration sets that limit (an explicit ``enqueue_limits``), it is
         not second-guessed: the items count a resubmission instead, so a limit
@@ -362,7 +421,16 @@ class RunDriver:
             self.batches.record_outcomes(
                 batch, (replan(item) for item in items), provider_status="refused", now=now
             )
-        if refusal.kind in (RefusalKind.ENQUEUED_TOKENS, RefusalKind.ENQUEUED_REQUESTS):
+        held = (
+            batch.estimated_tokens
+            if refusal.kind is RefusalKind.ENQUEUED_TOKENS
+            else (batch.request_count)
+        )
+        if (
+            refusal.kind in (RefusalKind.ENQUEUED_TOKENS, RefusalKind.ENQUEUED_REQUESTS)
+            and held <= value
+        ):
+            # the batch fits the limit by itself: the queue was full, so wait for it
             delay = self.config.retry_policy.backoff_seconds(1)
             self.runs.hold_submissions_until(record.run_pk, now + delay, now=now)
         self.runs.set_last_error(
@@ -378,6 +446,44 @@ class RunDriver:
             refusal.kind.value,
             f"{value:,}",
         )
+
+    # -- provider-side cleanup ----------------------------------------------------------
+
+    def schedule_cleanup(
+        self, batch: BatchRecord, batch_id: str | None, result_files: tuple[str, ...]
+    ) -> None:
+        """Remember to delete what the provider keeps of ``batch`` (its uploaded input,
+        its result files, the batch itself), when the artifact policy says so."""
+        if not self.config.artifact_policy.delete_provider_files:
+            return
+        refs = [ref for ref in (batch.input_file_id, *result_files) if ref]
+        if refs or batch_id:
+            cleanup = {"batch_id": batch_id, "refs": refs, "attempts": 0}
+            self.batches.set_pending_cleanup(batch.batch_pk, canonical_json(cleanup))
+
+    def _clean_up(self, record: RunRecord) -> bool:
+        """Try the run's pending provider-side deletions; returns whether some are
+        left to retry on a later step (each is given up after CLEANUP_ATTEMPTS)."""
+        left = False
+        for batch_pk, text in self.batches.pending_cleanups(record.run_pk):
+            cleanup = json.loads(text)
+            try:
+                self.provider.cleanup(cleanup["batch_id"], cleanup["refs"])
+            except ProviderError as exc:
+                cleanup["attempts"] += 1
+                if cleanup["attempts"] < CLEANUP_ATTEMPTS:
+                    self.batches.set_pending_cleanup(batch_pk, canonical_json(cleanup))
+                    left = True
+                    continue
+                logger.warning(
+                    "run %s: giving up deleting %s at the provider after %d tries: %s",
+                    self.run_id,
+                    ", ".join(cleanup["refs"]) or cleanup["batch_id"],
+                    cleanup["attempts"],
+                    exc,
+                )
+            self.batches.set_pending_cleanup(batch_pk, None)
+        return left
 
     # -- polling and collection ---------------------------------------------------------
 
@@ -402,8 +508,9 @@ class RunDriver:
             return False
         if remote.refusal is not None:
             self._refused(record, batch, remote.refusal)
-            return True
-        self._collector().collect(batch, remote, cancelled_by_run=_cancelling(record))
+        else:
+            self._collector().collect(batch, remote, cancelled_by_run=_cancelling(record))
+        self.schedule_cleanup(batch, remote.batch_id, remote.result_files)
         return True
 
     # -- finishing ----------------------------------------------------------------------

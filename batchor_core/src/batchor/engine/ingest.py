@@ -35,6 +35,8 @@ from batchor.types import (
     LINEAGE_KEY,
     BatchItem,
     Clock,
+    ContentPart,
+    Message,
     PromptParts,
     canonical_json,
 )
@@ -305,17 +307,26 @@ def build_requests(
                 f"build_prompt must return PromptParts, got {type(prompt).__name__} for item "
                 f"{item.item_id!r} ({_where(item, first_position + offset)})"
             )
-        text = prompt.prompt
-        if (type(text) is not str or not text or text.isspace()) and (
-            not isinstance(text, str) or not text.strip()
-        ):
-            raise ItemBuildError(
-                f"build_prompt returned an empty prompt for item {item.item_id!r} "
-                f"({_where(item, first_position + offset)})"
-            )
+        if not prompt.messages:
+            text = prompt.prompt
+            if (type(text) is not str or not text or text.isspace()) and (
+                not isinstance(text, str) or not text.strip()
+            ):
+                raise ItemBuildError(
+                    f"build_prompt returned an empty prompt for item {item.item_id!r} "
+                    f"({_where(item, first_position + offset)})"
+                )
+        else:
+            _check_messages(prompt, item, first_position + offset)
         if not _is_plain_json(item.payload, 0):
             _check_payload_json(item, first_position + offset)
-        data = build_request_line(custom_id(item.item_id, item_index), prompt)
+        try:
+            data = build_request_line(custom_id(item.item_id, item_index), prompt)
+        except ItemBuildError as exc:
+            raise ItemBuildError(
+                f"item {item.item_id!r} ({_where(item, first_position + offset)}): {exc}; "
+                "the provider cannot take this request"
+            ) from None
         length = len(data.data)
         new_items.append(
             NewItem(
@@ -335,6 +346,27 @@ def build_requests(
         return new_items, b""
     lines.append(b"")
     return new_items, b"\n".join(lines)
+
+
+def _check_messages(prompt: PromptParts, item: BatchItem, position: int) -> None:
+    """Messages in the neutral form: known roles, text or parts, a non-empty user turn."""
+    where = f"item {item.item_id!r} ({_where(item, position)})"
+    if prompt.prompt:
+        raise ItemBuildError(f"build_prompt gave both prompt and messages for {where}")
+    for number, message in enumerate(prompt.messages):
+        if not isinstance(message, Message) or message.role not in ("system", "user", "assistant"):
+            raise ItemBuildError(
+                f"build_prompt: messages[{number}] of {where} is not a Message with role "
+                "system, user or assistant"
+            )
+        parts = [message.content] if isinstance(message.content, str) else message.content
+        if not parts or not all(isinstance(part, str | ContentPart) for part in parts):
+            raise ItemBuildError(
+                f"build_prompt: messages[{number}].content of {where} must be text or a "
+                "list of ContentPart"
+            )
+    if not any(message.role == "user" for message in prompt.messages):
+        raise ItemBuildError(f"build_prompt: the messages of {where} have no user message")
 
 
 _MAX_PLAIN_DEPTH = 32

@@ -13,13 +13,15 @@ from collections.abc import Mapping
 from batchor.engine.config import RunConfig
 from batchor.engine.ingest import build_requests, check_unique_within, input_slices, item_ids_of
 from batchor.engine.limits import PlanningLimits
-from batchor.engine.planning import BatchCounter, batch_limits, estimate_cost_usd
+from batchor.engine.planning import (
+    BatchCounter,
+    batch_limits,
+    estimated_cost_usd,
+    estimated_output_tokens,
+)
 from batchor.job import BatchJob
 from batchor.providers.base import BatchProvider
 from batchor.results import JobPlan
-
-DEFAULT_OUTPUT_RATIO = 0.5
-"""Output tokens assumed per input token when the settings give no maximum."""
 
 
 def plan_job(
@@ -50,16 +52,15 @@ def plan_job(
             tokens += item.estimated_tokens
         count += len(new_items)
     maximum = config.provider.max_output_tokens
-    output = count * maximum if maximum is not None else int(tokens * DEFAULT_OUTPUT_RATIO)
     return JobPlan(
         provider=config.provider.kind,
         model=config.provider.model,
         item_count=count,
         batch_count=counter.batches,
         estimated_input_tokens=tokens,
-        estimated_output_tokens=output,
+        estimated_output_tokens=estimated_output_tokens(tokens, count, maximum),
         output_tokens_assumed=maximum is None,
-        estimated_cost_usd=estimate_cost_usd(config.provider.model, tokens, output),
+        estimated_cost_usd=estimated_cost_usd(config.provider.price(), tokens, count, maximum),
         first_request_line=first_line,
         fingerprint=digest.hexdigest(),
         oversized_items=counter.oversized,

@@ -8,16 +8,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from batchor.providers.base import BudgetUnit, EnqueueBudget, ProviderLimits
+from batchor.providers.base import BudgetUnit, EnqueueBudget, ModelPrice, ProviderLimits
 from batchor.storage.records import BatchPlan, PendingRequest
+from batchor.types import Usage
 
 __all__ = [
+    "DEFAULT_OUTPUT_RATIO",
     "BatchCounter",
     "BatchLimits",
     "BatchPlan",
     "PendingRequest",
     "batch_limits",
-    "estimate_cost_usd",
+    "estimated_cost_usd",
+    "estimated_output_tokens",
     "pack_batch",
     "plan_for_budget",
     "poll_delay",
@@ -142,6 +145,29 @@ class BatchCounter:
         self._size += size
 
 
+DEFAULT_OUTPUT_RATIO = 0.5
+"""Output tokens assumed per estimated input token when the provider settings give no
+``max_output_tokens`` (a planning assumption for costs; set the maximum to bound it)."""
+
+
+def estimated_output_tokens(input_tokens: int, requests: int, max_output: int | None) -> int:
+    """Output tokens planned for ``requests`` requests of ``input_tokens`` input:
+    ``max_output`` each when set, else :data:`DEFAULT_OUTPUT_RATIO` of the input."""
+    if max_output is not None:
+        return requests * max_output
+    return int(input_tokens * DEFAULT_OUTPUT_RATIO)
+
+
+def estimated_cost_usd(
+    price: ModelPrice | None, input_tokens: int, requests: int, max_output: int | None
+) -> float | None:
+    """What ``requests`` requests of ``input_tokens`` estimated input should cost."""
+    if price is None:
+        return None
+    output = estimated_output_tokens(input_tokens, requests, max_output)
+    return price.cost_usd(Usage(input_tokens=input_tokens, output_tokens=output))
+
+
 def poll_delay(seconds_since_change: float, fixed_interval: float | None = None) -> float:
     """Seconds to wait before the next poll.
 
@@ -153,31 +179,3 @@ def poll_delay(seconds_since_change: float, fixed_interval: float | None = None)
     if fixed_interval is not None:
         return fixed_interval
     return min(60.0, max(0.2, seconds_since_change / 10.0))
-
-
-# Batch API prices in USD per million tokens (input, output): half the standard
-# rates. Models are matched by the longest known prefix of their name.
-BATCH_PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
-    "gpt-5": (0.625, 5.0),
-    "gpt-5-mini": (0.125, 1.0),
-    "gpt-5-nano": (0.025, 0.2),
-    "gpt-4.1": (1.0, 4.0),
-    "gpt-4.1-mini": (0.2, 0.8),
-    "gpt-4.1-nano": (0.05, 0.2),
-    "gpt-4o": (1.25, 5.0),
-    "gpt-4o-mini": (0.075, 0.3),
-    "o3": (1.0, 4.0),
-    "o3-mini": (0.55, 2.2),
-    "o4-mini": (0.55, 2.2),
-    "text-embedding-3-small": (0.01, 0.0),
-    "text-embedding-3-large": (0.065, 0.0),
-}
-
-
-def estimate_cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
-    """Batch-price cost of the tokens, or ``None`` for a model without a known price."""
-    matches = [name for name in BATCH_PRICES_PER_MILLION if model.startswith(name)]
-    if not matches:
-        return None
-    input_price, output_price = BATCH_PRICES_PER_MILLION[max(matches, key=len)]
-    return (input_tokens * input_price + output_tokens * output_price) / 1_000_000

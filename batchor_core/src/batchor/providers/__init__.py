@@ -10,9 +10,11 @@ from typing import Annotated
 
 from pydantic import Field
 
-from batchor.providers.openai import OpenAIProviderConfig
+from batchor.providers.openai import AzureOpenAIProviderConfig, OpenAIProviderConfig
 
-AnyProviderConfig = Annotated[OpenAIProviderConfig, Field(discriminator="kind")]
+AnyProviderConfig = Annotated[
+    OpenAIProviderConfig | AzureOpenAIProviderConfig, Field(discriminator="kind")
+]
 """Any provider's settings, discriminated by ``kind``."""
 
 __all__ = ["AnyProviderConfig"]

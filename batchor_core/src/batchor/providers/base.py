@@ -14,17 +14,19 @@ is stored with a run, so a fresh process rebuilds the right adapter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Protocol
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from batchor.errors import Refusal
-from batchor.types import FrozenConfig, PromptParts
+from batchor.types import FrozenConfig, PromptParts, Usage
 
 # -- what the engine is told about batches ------------------------------------------------
 
@@ -63,18 +65,6 @@ class ProviderBatchError:
     code: str
     message: str
     line: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Tokens a provider reported (for one request, or summed over many)."""
-
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    """Of ``input_tokens``, those read from the provider's prompt cache."""
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    """Of ``output_tokens``, those spent on reasoning."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +117,19 @@ class RequestOutcome:
     @property
     def succeeded(self) -> bool:
         return self.kind is OutcomeKind.SUCCEEDED
+
+
+def tool_calls_text(calls: list[tuple[str, Any]]) -> str:
+    """The ``output_text`` of a reply that calls tools instead of answering:
+    ``{"tool_calls": [{"name": ..., "arguments": {...}}]}`` (the same for every
+    provider; arguments parsed from JSON text when they are)."""
+    decoded = []
+    for name, arguments in calls:
+        if isinstance(arguments, str):
+            with contextlib.suppress(ValueError):
+                arguments = json.loads(arguments)
+        decoded.append({"name": name, "arguments": arguments})
+    return json.dumps({"tool_calls": decoded}, ensure_ascii=False)
 
 
 class ResultLineError(ValueError):
@@ -227,9 +230,70 @@ class BatchProvider(Protocol):
         """Stream one of a batch's ``result_files`` into ``destination``."""
         ...
 
+    def cleanup(self, batch_id: str | None, refs: Sequence[str]) -> None:
+        """Delete what the provider keeps of a collected (or never created) batch: the
+        files ``refs`` (its input and result files) and, where the API allows, the
+        batch itself. Something already gone is not an error."""
+        ...
+
     def parse_result_line(self, line: bytes) -> RequestOutcome:
         """One result line as an outcome; :class:`ResultLineError` if unreadable."""
         ...
+
+
+# -- prices -------------------------------------------------------------------------------
+# Every provider's batch API charges half its list price. Each provider module keeps
+# a table of batch prices (USD per million tokens) for the models it knows, matched by
+# the longest prefix of the model name; ``pricing=`` on a provider config extends or
+# overrides it per model. A model with no price gives token counts only.
+
+
+class ModelPrice(FrozenConfig):
+    """A model's batch price, in USD per million tokens.
+
+    ``cached_input`` is what input read from the provider's prompt cache costs
+    (``None``: the same as ``input``). Reasoning tokens are billed as output.
+    """
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _cached_is_not_dearer(self) -> ModelPrice:
+        if self.cached_input is not None and self.cached_input > self.input:
+            raise ValueError("cached_input may not cost more than input")
+        return self
+
+    def cost_usd(self, usage: Usage) -> float:
+        """What ``usage`` costs at this price."""
+        cached = min(usage.cached_input_tokens, usage.input_tokens)
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        return (
+            (usage.input_tokens - cached) * self.input
+            + cached * cached_price
+            + usage.output_tokens * self.output
+        ) / 1_000_000
+
+
+def find_price(
+    model: str, overrides: Mapping[str, ModelPrice], defaults: Mapping[str, ModelPrice]
+) -> ModelPrice | None:
+    """The price of ``model``: the longest matching prefix in ``overrides``, else in
+    ``defaults``; ``None`` when neither knows it."""
+    for table in (overrides, defaults):
+        matches = [name for name in table if model.startswith(name)]
+        if matches:
+            return table[max(matches, key=len)]
+    return None
+
+
+def batch_prices(table: Mapping[str, tuple[float, float, float]]) -> dict[str, ModelPrice]:
+    """``{model: (input, cached input, output)}`` as :class:`ModelPrice` values."""
+    return {
+        model: ModelPrice(input=input_price, cached_input=cached, output=output)
+        for model, (input_price, cached, output) in table.items()
+    }
 
 
 # -- provider settings --------------------------------------------------------------------
@@ -249,7 +313,10 @@ class ProviderConfig(FrozenConfig):
         "poll_interval",
         "request_timeout",
         "max_retries",
+        "pricing",
     )
+    DEFAULT_PRICES: ClassVar[Mapping[str, ModelPrice]] = {}
+    """The provider's batch prices by model-name prefix."""
 
     kind: str
     model: str = Field(min_length=1)
@@ -259,6 +326,13 @@ class ProviderConfig(FrozenConfig):
     poll_interval: float | None = Field(default=None, gt=0)
     request_timeout: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
+    pricing: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Batch prices by model-name prefix, over the provider's own table."""
+
+    def price(self) -> ModelPrice | None:
+        """This model's batch price (``None`` when neither ``pricing`` nor the
+        provider's table knows it)."""
+        return find_price(self.model, self.pricing, self.DEFAULT_PRICES)
 
     @property
     def output_kind(self) -> OutputKind:

@@ -16,6 +16,8 @@ import os
 import tempfile
 from collections.abc import Callable
 
+from batchor.types import ContentPart, PromptParts
+
 MESSAGE_OVERHEAD_TOKENS = 4
 """Tokens added per message for role markers and separators."""
 
@@ -79,4 +81,37 @@ def estimate_prompt_tokens(prompt: str, system_prompt: str | None, extra_text: s
         tokens += MESSAGE_OVERHEAD_TOKENS + count(system_prompt)
     if extra_text:
         tokens += count(extra_text)
+    return tokens
+
+
+IMAGE_TOKENS = 1_600
+"""Tokens counted per image: above what the providers charge for one large image
+(OpenAI's high detail, Anthropic's and Gemini's image tiles), so budgets hold."""
+
+
+def estimate_prompt_parts_tokens(prompt: PromptParts) -> int:
+    """Estimated input tokens of a request built from ``prompt`` (any shape): its
+    texts, :data:`IMAGE_TOKENS` per image, and a file's bytes as if they were text
+    (a conservative bound for documents)."""
+    if not prompt.messages:
+        return estimate_prompt_tokens(prompt.prompt, prompt.system_prompt)
+    count = text_token_counter()
+    system, messages = prompt.conversation()
+    tokens = REQUEST_OVERHEAD_TOKENS
+    if system:
+        tokens += MESSAGE_OVERHEAD_TOKENS + count(system)
+    for message in messages:
+        tokens += MESSAGE_OVERHEAD_TOKENS
+        parts = (
+            [ContentPart.of_text(message.content)]
+            if isinstance(message.content, str)
+            else message.content
+        )
+        for part in parts:
+            if part.kind == "text":
+                tokens += count(part.text or "")
+            elif part.kind == "image":
+                tokens += IMAGE_TOKENS
+            else:
+                tokens += estimate_text_tokens_by_bytes(part.data or "") * 3 // 4 + 1
     return tokens

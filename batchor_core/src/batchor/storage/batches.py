@@ -215,6 +215,20 @@ class BatchStore:
                 .values(state=BatchState.RELEASED.value, error=reason, finished_at=now)
             )
 
+    def set_pending_cleanup(self, batch_pk: int, cleanup: str | None) -> None:
+        """What is left to delete at the provider for this batch (JSON), or None."""
+        self._set(batch_pk, pending_cleanup=cleanup)
+
+    def pending_cleanups(self, run_pk: int) -> list[tuple[int, str]]:
+        """``(batch_pk, cleanup JSON)`` of the run's batches with provider files to delete."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(batches.c.batch_pk, batches.c.pending_cleanup)
+                .where(batches.c.run_pk == run_pk, batches.c.pending_cleanup.is_not(None))
+                .order_by(batches.c.batch_number)
+            )
+            return [(row[0], row[1]) for row in rows]
+
     def _set(self, batch_pk: int, **values: Any) -> None:
         with self._db.write() as conn:
             conn.execute(update(batches).where(batches.c.batch_pk == batch_pk).values(**values))

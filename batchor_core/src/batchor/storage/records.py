@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from batchor.results import ItemStatus, RunControlState, RunStatus
+from batchor.types import Usage
 
 
 class BatchState(StrEnum):
@@ -63,6 +64,7 @@ class NewRun:
     config: str
     config_fingerprint: str
     source_identity: str | None
+    cost_limit_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +133,22 @@ class RunCounts:
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
     estimated_input_tokens: int = 0
+    estimated_pending_tokens: int = 0
+    """Estimated input tokens of the items still pending."""
+    estimated_submitted_tokens: int = 0
+    """Estimated input tokens of the items in batches at the provider."""
     batches_in_flight: int = 0
     batches_total: int = 0
+
+    @property
+    def usage(self) -> Usage:
+        """The tokens the provider reported, summed over the run."""
+        return Usage(
+            input_tokens=self.input_tokens,
+            cached_input_tokens=self.cached_input_tokens,
+            output_tokens=self.output_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+        )
 
 
 # -- what planning reads and decides ------------------------------------------------------

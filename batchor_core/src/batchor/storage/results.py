@@ -52,6 +52,7 @@ class ResultStore:
         ]
         with self._db.read() as conn:
             by_status: dict[str, int] = {}
+            estimated: dict[str, int] = {}
             totals = [0] * len(sums)
             rows = conn.execute(
                 select(items.c.status, func.count(), *sums)
@@ -60,6 +61,7 @@ class ResultStore:
             )
             for status, count, *values in rows:
                 by_status[status] = int(count)
+                estimated[status] = int(values[-1])
                 totals = [total + int(value) for total, value in zip(totals, values, strict=True)]
             batch_row = conn.execute(
                 select(
@@ -80,6 +82,8 @@ class ResultStore:
             cached_input_tokens=totals[2],
             reasoning_tokens=totals[3],
             estimated_input_tokens=totals[4],
+            estimated_pending_tokens=estimated.get(ItemStatus.PENDING.value, 0),
+            estimated_submitted_tokens=estimated.get(ItemStatus.SUBMITTED.value, 0),
             batches_total=int(batch_row[0]),
             batches_in_flight=int(batch_row[1]),
         )

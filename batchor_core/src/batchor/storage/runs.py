@@ -33,6 +33,7 @@ class RunStore:
                     config=run.config,
                     config_fingerprint=run.config_fingerprint,
                     source_identity=run.source_identity,
+                    cost_limit_usd=run.cost_limit_usd,
                     ingest_complete=False,
                     item_count=0,
                     next_segment=0,

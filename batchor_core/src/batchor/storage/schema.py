@@ -126,6 +126,7 @@ batches = Table(
     Column("output_artifact", Text),
     Column("error_artifact", Text),
     Column("error", Text),
+    Column("pending_cleanup", Text),
     Index("ix_batches_run_state", "run_pk", "state"),
     Index("ix_batches_scope_state", "budget_scope", "state"),
 )
@@ -180,6 +181,7 @@ def _to_version_2(conn: Connection) -> None:
         (items, "reasoning_tokens"),
         (batches, "budget_scope"),
         (batches, "budget_units"),
+        (batches, "pending_cleanup"),
     ):
         conn.execute(AddColumn(target, name))
     conn.execute(update(runs).values(provider="openai"))

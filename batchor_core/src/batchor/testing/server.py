@@ -1,36 +1,168 @@
-""":class:`LocalBatchServer`: a real HTTP server speaking OpenAI's Files and Batches API.
+""":class:`LocalBatchServer`: one real HTTP server for the provider batch APIs it emulates.
 
 Point the official ``openai`` client at ``server.base_url`` and it works
 unchanged; tests then inspect what the server saw (``batches``, ``files``,
-``call_counts``, ``max_enqueued_tokens_seen``) and make it misbehave through
-``faults``. See ``docs/local-server.md`` for a walk-through.
+``counters``) and make it misbehave through ``faults``. See
+``docs/local-server.md`` for a walk-through.
+
+How the pieces fit: the server builds one
+:class:`~batchor.testing.context.ServerContext` (clock, pace, faults, responder,
+usage split, limits, counters, data directory) and mounts each provider API on
+it. A request is matched against the routes of every mounted API in turn; the
+matching API authenticates it and answers, and its envelope carries any error
+(an injected fault included). To add a provider, write a module
+``batchor/testing/<provider>_api.py`` with a class that follows
+:class:`~batchor.testing.routing.ProviderApi`, built from the context and keeping
+its state under ``context.data_dir / "<provider>"``; then, in
+:class:`LocalBatchServer`, build it beside ``self.openai`` and put it in
+``self._apis`` before the OpenAI API, which owns every ``/v1`` path no other API
+answers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import shutil
 import socket
 import tempfile
 import threading
+import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from batchor.testing.api import BatchApi
 from batchor.testing.clock import Clock, system_clock
+from batchor.testing.context import ServerContext
+from batchor.testing.counters import Counters, CounterSnapshot
 from batchor.testing.faults import Faults
-from batchor.testing.models import BatchPace, BatchRecord, FileRecord
+from batchor.testing.models import (
+    MAX_BATCH_FILE_BYTES,
+    MAX_FILE_BYTES,
+    MAX_REQUESTS_PER_BATCH,
+    BatchLimits,
+    BatchPace,
+    UsageSplit,
+)
+from batchor.testing.multipart import (
+    BodyReader,
+    ChunkedReader,
+    LengthReader,
+    MultipartError,
+    drain,
+)
+from batchor.testing.openai_api import OpenAIApi
+from batchor.testing.openai_records import BatchRecord, FileRecord
 from batchor.testing.replies import Responder, default_responder
-from batchor.testing.store import BatchStore
+from batchor.testing.routing import (
+    ApiError,
+    Call,
+    JsonReply,
+    ProviderApi,
+    Reply,
+    Route,
+    unknown_route_owner,
+)
 
 logger = logging.getLogger("batchor.testing")
 
-DEFAULT_MAX_FILE_BYTES = 200 * 1024 * 1024
-DEFAULT_MAX_REQUESTS_PER_BATCH = 50_000
+DEFAULT_MAX_FILE_BYTES = MAX_FILE_BYTES
+DEFAULT_MAX_BATCH_FILE_BYTES = MAX_BATCH_FILE_BYTES
+DEFAULT_MAX_REQUESTS_PER_BATCH = MAX_REQUESTS_PER_BATCH
+
+
+class _Dispatcher:
+    """Answers one HTTP request: find the route, authenticate, fire faults, handle."""
+
+    def __init__(self, apis: Sequence[ProviderApi], context: ServerContext) -> None:
+        self._apis = apis
+        self._faults = context.faults
+        self._counters = context.counters
+
+    def _resolve(self, method: str, path: str) -> tuple[ProviderApi, Route | None, dict[str, str]]:
+        for api in self._apis:
+            for candidate in api.routes:
+                params = candidate.match(method, path)
+                if params is not None:
+                    return api, candidate, params
+        return unknown_route_owner(self._apis, path), None, {}
+
+    def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        """Answer one HTTP request (called from the request's handler thread)."""
+        split = urlsplit(request.path)
+        path = split.path.rstrip("/") or "/"
+        api, found, params = self._resolve(method, path)
+        self._counters.count_call(f"{method} {found.template if found else path}")
+        call = Call(
+            method=method,
+            path=path,
+            params=params,
+            query={k: v[-1] for k, v in parse_qs(split.query).items()},
+            headers=request.headers,
+            body=self._body_reader(request),
+        )
+        reply: Reply
+        try:
+            api.authenticate(call)
+            injected = self._faults.take_http_error(method, path)
+            if injected is not None:
+                raise api.injected_error(injected)
+            if found is None:
+                raise api.not_found(method, path)
+            self._faults.hold_if_stalled(method, path, after_processing=False)
+            reply = found.handler(call)
+            self._faults.hold_if_stalled(method, path, after_processing=True)
+        except ApiError as error:
+            reply = api.error_reply(error)
+        except MultipartError as error:
+            reply = api.error_reply(ApiError(400, str(error)))
+        except Exception:
+            logger.exception("batchor.testing: error while answering %s %s", method, path)
+            failure = ApiError(
+                500,
+                "The local server had an error while processing your request.",
+                type="server_error",
+            )
+            reply = api.error_reply(failure)
+        try:
+            drain(call.body)
+        except MultipartError:
+            request.close_connection = True
+        self._send(request, reply)
+
+    @staticmethod
+    def _body_reader(request: BaseHTTPRequestHandler) -> BodyReader:
+        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            return ChunkedReader(request.rfile)
+        try:
+            length = int(request.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = 0
+        return LengthReader(request.rfile, max(length, 0))
+
+    @staticmethod
+    def _send(request: BaseHTTPRequestHandler, reply: Reply) -> None:
+        request.send_response(reply.status if isinstance(reply, JsonReply) else 200)
+        request.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
+        if isinstance(reply, JsonReply):
+            data = json.dumps(reply.payload).encode("utf-8")
+            request.send_header("Content-Type", "application/json")
+            request.send_header("Content-Length", str(len(data)))
+            for name, value in reply.headers.items():
+                request.send_header(name, value)
+            request.end_headers()
+            request.wfile.write(data)
+            return
+        with reply.stream:
+            request.send_header("Content-Type", reply.content_type)
+            request.send_header("Content-Length", str(reply.size))
+            request.end_headers()
+            shutil.copyfileobj(reply.stream, request.wfile, 256 * 1024)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -38,13 +170,13 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HttpServer
 
     def do_GET(self) -> None:
-        self.server.api.handle(self, "GET")
+        self.server.dispatcher.handle(self, "GET")
 
     def do_POST(self) -> None:
-        self.server.api.handle(self, "POST")
+        self.server.dispatcher.handle(self, "POST")
 
     def do_DELETE(self) -> None:
-        self.server.api.handle(self, "DELETE")
+        self.server.dispatcher.handle(self, "DELETE")
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s - " + format, self.address_string(), *args)
@@ -55,8 +187,8 @@ class _HttpServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], api: BatchApi) -> None:
-        self.api = api
+    def __init__(self, address: tuple[str, int], dispatcher: _Dispatcher) -> None:
+        self.dispatcher = dispatcher
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -83,23 +215,29 @@ class _HttpServer(ThreadingHTTPServer):
 
 
 class LocalBatchServer:
-    """An OpenAI-compatible Files + Batches server on ``127.0.0.1``, for tests and demos.
+    """A local server for provider batch APIs (OpenAI's Files + Batches), for tests and demos.
 
     All arguments are keyword-only:
 
-    * ``pace``: seconds per phase (:class:`BatchPace`); default all 0, so a batch created
-      as ``validating`` is ``completed`` the next time it is looked at.
+    * ``pace``: seconds per phase and per request (:class:`BatchPace`); default all 0,
+      so a batch created as ``validating`` is ``completed`` the next time it is looked at.
     * ``token_limits`` / ``default_token_limit``: enqueued-token limit per model (models
       not listed use the default; ``None`` = unlimited). A batch that would push its
       model's enqueued tokens above the limit fails with ``token_limit_exceeded``.
     * ``responder``: ``callable(request_body) -> str | dict`` producing reply text
       (a dict is sent as JSON text); default :func:`default_responder`. If it raises,
       that request fails with status 500 in the error file.
+    * ``usage``: which share of the tokens replies report as cached input and as
+      reasoning output (:class:`UsageSplit`); default none.
     * ``clock``: epoch-seconds callable, e.g. a :class:`ManualClock`; default wall clock.
     * ``data_dir``: where files and batch state live; a new server on the same directory
       sees the old files and batches. ``None``: a temporary directory removed on stop.
     * ``host``, ``port``: where to listen; port 0 picks a free port.
-    * ``max_file_bytes``, ``max_requests_per_batch``: OpenAI's limits (200 MB, 50,000).
+    * ``max_file_bytes``: the largest upload accepted (OpenAI: 512 MB); a larger one is
+      refused with 400 ``file_too_large``.
+    * ``max_batch_file_bytes``, ``max_requests_per_batch``: the largest batch input file
+      (OpenAI: 200 MB) and the most requests in one batch (OpenAI: 50,000); a batch over
+      either fails when validation ends, as OpenAI's does.
     * ``api_key``: ``None`` accepts any bearer key; a string requires exactly that key.
 
     Use it as a context manager (``with LocalBatchServer() as server:``) or call
@@ -113,24 +251,23 @@ class LocalBatchServer:
         token_limits: Mapping[str, int] | None = None,
         default_token_limit: int | None = None,
         responder: Responder | None = None,
+        usage: UsageSplit | None = None,
         clock: Clock | None = None,
         data_dir: str | Path | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        max_batch_file_bytes: int = DEFAULT_MAX_BATCH_FILE_BYTES,
         max_requests_per_batch: int = DEFAULT_MAX_REQUESTS_PER_BATCH,
         api_key: str | None = None,
     ) -> None:
-        limits = dict(token_limits or {})
-        for model, limit in limits.items():
-            if limit < 0:
-                raise ValueError(f"token_limits[{model!r}] must be >= 0, got {limit!r}")
-        if default_token_limit is not None and default_token_limit < 0:
-            raise ValueError(f"default_token_limit must be >= 0, got {default_token_limit!r}")
-        if max_file_bytes <= 0:
-            raise ValueError(f"max_file_bytes must be > 0, got {max_file_bytes!r}")
-        if max_requests_per_batch <= 0:
-            raise ValueError(f"max_requests_per_batch must be > 0, got {max_requests_per_batch!r}")
+        limits = BatchLimits(
+            token_limits=dict(token_limits or {}),
+            default_token_limit=default_token_limit,
+            max_requests_per_batch=max_requests_per_batch,
+            max_batch_file_bytes=max_batch_file_bytes,
+            max_file_bytes=max_file_bytes,
+        )
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be within 0-65535, got {port!r}")
         self.pace = pace or BatchPace()
@@ -143,19 +280,20 @@ class LocalBatchServer:
             data_dir = self._temporary.name
         self.data_dir = Path(data_dir)
         self.faults = Faults()
-        self._store = BatchStore(
-            data_dir=self.data_dir,
+        self.context = ServerContext(
             clock=self.clock,
             pace=self.pace,
-            token_limits=limits,
-            default_token_limit=default_token_limit,
-            max_requests_per_batch=max_requests_per_batch,
-            responder=responder or default_responder,
             faults=self.faults,
+            responder=responder or default_responder,
+            usage=usage or UsageSplit(),
+            limits=limits,
+            counters=Counters(),
+            data_dir=self.data_dir,
         )
-        self._api = BatchApi(
-            store=self._store, faults=self.faults, api_key=api_key, max_file_bytes=max_file_bytes
-        )
+        self.openai = OpenAIApi(self.context, api_key=api_key)
+        """The OpenAI Files + Batches API (its ``store`` holds the files and batches)."""
+        self._apis: tuple[ProviderApi, ...] = (self.openai,)
+        """Every mounted provider API, most specific paths first."""
         self._http: _HttpServer | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -171,7 +309,8 @@ class LocalBatchServer:
                 "this LocalBatchServer was stopped and its temporary data_dir removed; "
                 "create a new one (or pass data_dir= to keep state across restarts)"
             )
-        self._http = _HttpServer((self.host, self._requested_port), self._api)
+        dispatcher = _Dispatcher(self._apis, self.context)
+        self._http = _HttpServer((self.host, self._requested_port), dispatcher)
         self._thread = threading.Thread(
             target=self._http.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -219,49 +358,59 @@ class LocalBatchServer:
         return int(self._http.server_address[1])
 
     @property
+    def url(self) -> str:
+        """``http://HOST:PORT``: the root every provider's routes hang from."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
     def base_url(self) -> str:
         """``http://HOST:PORT/v1``: pass it as the ``openai`` client's ``base_url``."""
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{self.url}/v1"
 
     # ----------------------------------------------------------------- inspection
 
     @property
     def batches(self) -> dict[str, BatchRecord]:
-        """Every batch, oldest first, advanced to the clock's current time (a new dict
-        of the live records)."""
-        with self._store.lock:
-            self._store.advance()
-            return dict(self._store.batches)
+        """Every OpenAI batch, oldest first, advanced to the clock's current time (a new
+        dict of the live records)."""
+        store = self.openai.store
+        with store.lock:
+            store.advance()
+            return dict(store.batches)
 
     @property
     def files(self) -> dict[str, FileRecord]:
-        """Every stored file (inputs and batch outputs), oldest first, after advancing
-        the batches (which may write output files)."""
-        with self._store.lock:
-            self._store.advance()
-            return dict(self._store.files)
+        """Every stored OpenAI file (inputs and batch outputs), oldest first, after
+        advancing the batches (which may write output files) and expiring files."""
+        store = self.openai.store
+        with store.lock:
+            store.advance()
+            return dict(store.files)
+
+    @property
+    def counters(self) -> CounterSnapshot:
+        """What the server counted so far (see :class:`~batchor.testing.CounterSnapshot`),
+        after advancing the batches so that finished ones are counted."""
+        self.openai.store.advance()
+        return self.context.counters.snapshot()
 
     @property
     def call_counts(self) -> Counter[str]:
         """Calls received, keyed ``"METHOD /v1/path/{id}"`` (a copy)."""
-        with self._api.counts_lock:
-            return Counter(self._api.call_counts)
+        return self.context.counters.snapshot().call_counts
 
     def reset_counts(self) -> None:
-        """Forget the calls counted so far."""
-        with self._api.counts_lock:
-            self._api.call_counts.clear()
+        """Start every counter over (see :attr:`counters`)."""
+        self.context.counters.reset()
 
     def enqueued_tokens(self, model: str) -> int:
         """Tokens of ``model``'s batches now ``validating``, ``in_progress`` or ``finalizing``."""
-        return self._store.enqueued_tokens(model)
+        return self.openai.store.enqueued_tokens(model)
 
     @property
     def max_enqueued_tokens_seen(self) -> dict[str, int]:
-        """Per model, the highest enqueued-token total ever reached (a copy)."""
-        with self._store.lock:
-            self._store.advance()
-            return dict(self._store.max_enqueued_tokens_seen)
+        """Per model, the highest enqueued-token total reached (a copy)."""
+        return self.counters.max_enqueued_tokens_seen
 
     def __repr__(self) -> str:
         where = self.base_url if self.running else "not running"

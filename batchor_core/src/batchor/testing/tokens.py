@@ -10,7 +10,10 @@ needs an estimate that is always >= this one, so the rule is kept this simple:
   is counted (image, file and audio parts count 0);
 * ``instructions`` (a string) is counted, without the 4;
 * in a list ``input`` a string item is counted as a string, an integer item is
-  one token and a list of integers (a token array) is one token per integer.
+  one token and a list of integers (a token array) is one token per integer; an
+  object with a ``text`` string and no ``role`` (a moderation's text part) is
+  counted as its text, without the 4;
+* ``prompt`` (completions, images) is counted like ``input``.
 
 Nothing else in the body (model, role, tools, schemas...) is counted.
 """
@@ -61,7 +64,11 @@ def _count_input(value: object) -> int:
         if isinstance(item, str):
             total += count_text_tokens(item)
         elif isinstance(item, Mapping):
-            total += _count_message(item)
+            text = item.get("text")
+            if "role" not in item and isinstance(text, str):
+                total += count_text_tokens(text)
+            else:
+                total += _count_message(item)
         elif isinstance(item, list):
             total += len(item)
         elif isinstance(item, int):
@@ -73,13 +80,15 @@ def count_request_tokens(body: Mapping[str, Any]) -> int:
     """Count the prompt tokens of one request body, by the rule in this module's docstring.
 
     Works for ``/v1/responses`` (``input``, ``instructions``), ``/v1/chat/completions``
-    (``messages``) and ``/v1/embeddings`` (``input``) bodies alike.
+    (``messages``), ``/v1/embeddings`` and ``/v1/moderations`` (``input``),
+    ``/v1/completions`` and the images endpoints (``prompt``) bodies alike.
     """
     total = 0
     instructions = body.get("instructions")
     if isinstance(instructions, str):
         total += count_text_tokens(instructions)
     total += _count_input(body.get("input"))
+    total += _count_input(body.get("prompt"))
     messages = body.get("messages")
     if isinstance(messages, list):
         for message in messages:

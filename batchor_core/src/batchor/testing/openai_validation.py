@@ -1,4 +1,4 @@
-"""Reading a batch input file the way OpenAI validates it.
+"""Reading an OpenAI batch input file the way OpenAI validates it.
 
 :func:`scan_input_file` streams the JSONL file once, at batch creation, and
 returns what the batch needs: its custom ids, model, token count and any
@@ -18,6 +18,8 @@ Error codes, as in ``errors.data[].code``:
 ``model_mismatch``           ``body.model`` differs from the first line's model
 ``duplicate_custom_id``      a ``custom_id`` repeats an earlier line's
 ``too_many_tasks``           more request lines than the per-batch maximum
+``file_too_large``           the file is larger than the per-batch byte maximum
+                             (judged before any line is read)
 ===========================  ================================================
 
 Lines are numbered from 1; blank lines are skipped but still numbered. At most
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchor.testing.models import BatchErrorEntry
+from batchor.testing.openai_records import BatchErrorEntry
 from batchor.testing.tokens import count_request_tokens
 
 MAX_REPORTED_ERRORS = 1000
@@ -145,12 +147,43 @@ def scan_input_file(path: Path, endpoint: str, max_requests: int) -> InputScan:
     if scan.request_count == 0:
         scan.add_error("empty_file", "The batch input file is empty.", None)
     elif scan.request_count > max_requests:
+        # The code is the one OpenAI documents; the wording is ours, modelled on the
+        # byte-limit message below, so a client can read the limit the same way.
         scan.errors.insert(
             0,
             BatchErrorEntry(
                 code="too_many_tasks",
                 message=f"The batch input file has {scan.request_count} requests, more than the "
-                f"maximum of {max_requests} requests per batch.",
+                f"{max_requests} maximum for the {scan.model} model. Please try again with a "
+                "smaller batch.",
             ),
         )
+    return scan
+
+
+def oversized_file_error(path: Path, max_bytes: int) -> InputScan:
+    """The scan of a file over the per-batch byte limit: no line is judged, only the
+    first line's model is read (for the message).
+
+    The message is the one api.openai.com sends (e.g. "The batch input file is larger
+    than the 209715200 maximum for the gpt-4o model. Please try again with a smaller
+    batch."); OpenAI does not document the error code, ``file_too_large`` is ours.
+    """
+    scan = InputScan()
+    with path.open("rb") as lines:
+        for raw in lines:
+            if raw.strip():
+                try:
+                    first = json.loads(raw)
+                    model = first["body"]["model"]
+                except (ValueError, KeyError, TypeError):
+                    model = None
+                scan.model = model if isinstance(model, str) else None
+                break
+    scan.add_error(
+        "file_too_large",
+        f"The batch input file is larger than the {max_bytes} maximum for the "
+        f"{scan.model or 'requested'} model. Please try again with a smaller batch.",
+        None,
+    )
     return scan

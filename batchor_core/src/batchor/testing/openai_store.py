@@ -1,13 +1,13 @@
-"""The local server's state: files and batches, on disk, advanced by the clock.
+"""The OpenAI emulator's state: files and batches, on disk, advanced by the clock.
 
-:class:`BatchStore` is the one place that reads or changes state; the HTTP layer
-(:mod:`batchor.testing.api`) only calls its named operations. Every operation
-runs under one lock and first *advances* the batches to the clock's current
-time: status changes are never driven by a background thread but computed, in
-time order, from each batch's pace, so the same clock readings always produce
-the same history.
+:class:`OpenAIStore` is the one place that reads or changes that state; the HTTP
+layer (:mod:`batchor.testing.openai_api`) only calls its named operations. Every
+operation runs under one lock and first *advances* the state to the clock's
+current time: status changes and file expiry are never driven by a background
+thread but computed, in time order, from each batch's pace, so the same clock
+readings always produce the same history.
 
-Layout of ``data_dir`` (everything a restarted server needs)::
+Layout of the server's ``data_dir`` (everything a restarted server needs)::
 
     files/<file_id>.json      FileRecord
     files/<file_id>.content   the bytes
@@ -23,30 +23,29 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel
 
-from batchor.testing.clock import Clock
-from batchor.testing.faults import Faults
-from batchor.testing.models import (
+from batchor.testing.context import ServerContext
+from batchor.testing.openai_outputs import Unanswered, write_results
+from batchor.testing.openai_records import (
     ENQUEUED_STATUSES,
-    ApiError,
     BatchErrorEntry,
-    BatchPace,
     BatchRecord,
     BatchStatus,
     FileRecord,
 )
-from batchor.testing.outputs import write_results
-from batchor.testing.replies import Responder
-from batchor.testing.validation import scan_input_file
+from batchor.testing.openai_validation import oversized_file_error, scan_input_file
+from batchor.testing.routing import ApiError
 
 COMPLETION_WINDOW_SECONDS = 24 * 60 * 60
 
-FILE_PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data"})
+BATCH_FILE_LIFETIME_SECONDS = 30 * 24 * 60 * 60
+"""How long a ``purpose=batch`` upload lives unless ``expires_after`` says otherwise."""
+
+FILE_PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
 """Purposes a client may upload with (``batch_output`` is the server's own)."""
 
 _Event = Literal["validated", "processed", "finished", "expired", "cancelled"]
@@ -59,6 +58,7 @@ def _write_json_atomically(path: Path, record: BaseModel) -> None:
 
 
 def _page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    # An empty page has no object to name: api.openai.com sends null ids then.
     return {
         "object": "list",
         "data": items,
@@ -68,35 +68,27 @@ def _page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     }
 
 
-class BatchStore:
-    """Files and batches of one local server, persisted under ``data_dir``."""
+def _after(ids: list[str], after: str | None) -> int:
+    """Where a page starts: just past ``after`` (an unknown cursor gives an empty page)."""
+    if after is None:
+        return 0
+    return ids.index(after) + 1 if after in ids else len(ids)
 
-    def __init__(
-        self,
-        *,
-        data_dir: Path,
-        clock: Clock,
-        pace: BatchPace,
-        token_limits: Mapping[str, int],
-        default_token_limit: int | None,
-        max_requests_per_batch: int,
-        responder: Responder,
-        faults: Faults,
-    ) -> None:
+
+class OpenAIStore:
+    """Files and batches of one OpenAI emulator, persisted under the server's ``data_dir``."""
+
+    def __init__(self, context: ServerContext) -> None:
         self.lock = threading.RLock()
         self.files: dict[str, FileRecord] = {}
         self.batches: dict[str, BatchRecord] = {}
-        self.max_enqueued_tokens_seen: dict[str, int] = {}
         self._active: dict[str, BatchRecord] = {}
-        self._clock = clock
-        self._pace = pace
-        self._token_limits = dict(token_limits)
-        self._default_token_limit = default_token_limit
-        self._max_requests = max_requests_per_batch
-        self._responder = responder
-        self._faults = faults
-        self._files_dir = data_dir / "files"
-        self._batches_dir = data_dir / "batches"
+        self._context = context
+        self._clock = context.clock
+        self._limits = context.limits
+        self._counters = context.counters
+        self._files_dir = context.data_dir / "files"
+        self._batches_dir = context.data_dir / "batches"
         self._files_dir.mkdir(parents=True, exist_ok=True)
         self._batches_dir.mkdir(parents=True, exist_ok=True)
         self._next_sequence = 0
@@ -121,7 +113,7 @@ class BatchStore:
         self._next_sequence = max(sequences, default=-1) + 1
         for batch in self._active.values():
             if batch.model is not None:
-                self.max_enqueued_tokens_seen[batch.model] = self._enqueued(batch.model)
+                self._counters.see_enqueued_tokens(batch.model, self._enqueued(batch.model))
 
     def _sequence(self) -> int:
         self._next_sequence += 1
@@ -145,16 +137,33 @@ class BatchStore:
         """A fresh path in the data directory to stream an upload into."""
         return self._files_dir / f".upload-{uuid.uuid4().hex}.part"
 
-    def add_file(self, uploaded: Path, *, filename: str, purpose: str, size: int) -> FileRecord:
-        """Adopt a fully written upload as a new file."""
+    def add_file(
+        self,
+        uploaded: Path,
+        *,
+        filename: str,
+        purpose: str,
+        size: int,
+        expires_after: int | None,
+    ) -> FileRecord:
+        """Adopt a fully written upload as a new file.
+
+        ``expires_after``: seconds until it expires; ``None`` is OpenAI's default (30
+        days for ``purpose=batch``, never for the others).
+        """
+        if expires_after is None and purpose == "batch":
+            expires_after = BATCH_FILE_LIFETIME_SECONDS
         with self.lock:
+            now = self._clock()
+            self._advance(now)
             record = FileRecord(
                 id=f"file-{uuid.uuid4().hex[:24]}",
                 sequence=self._sequence(),
                 bytes=size,
-                created_time=self._clock(),
+                created_time=now,
                 filename=filename,
                 purpose=purpose,
+                expires_time=None if expires_after is None else now + expires_after,
             )
             os.replace(uploaded, self._content_path(record.id))
             self._save_file(record)
@@ -163,6 +172,7 @@ class BatchStore:
 
     def get_file(self, file_id: str) -> FileRecord:
         with self.lock:
+            self.advance()
             record = self.files.get(file_id)
             if record is None:
                 raise ApiError(404, f"No such File object: {file_id}", param="id")
@@ -172,23 +182,25 @@ class BatchStore:
         self, *, purpose: str | None, after: str | None, limit: int, order: str
     ) -> dict[str, Any]:
         with self.lock:
+            self.advance()
             records = [r for r in self.files.values() if purpose is None or r.purpose == purpose]
             if order == "desc":
                 records.reverse()
-            start = 0
-            if after is not None:
-                ids = [r.id for r in records]
-                start = ids.index(after) + 1 if after in ids else len(ids)
+            start = _after([r.id for r in records], after)
             chosen = records[start : start + limit]
             return _page([r.to_api() for r in chosen], start + limit < len(records))
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
         with self.lock:
             record = self.get_file(file_id)
-            del self.files[file_id]
-            self._content_path(file_id).unlink(missing_ok=True)
-            (self._files_dir / f"{file_id}.json").unlink(missing_ok=True)
+            self._remove_file(record)
+            self._counters.count_file_deleted(record.purpose)
             return {"id": record.id, "object": "file", "deleted": True}
+
+    def _remove_file(self, record: FileRecord) -> None:
+        del self.files[record.id]
+        self._content_path(record.id).unlink(missing_ok=True)
+        (self._files_dir / f"{record.id}.json").unlink(missing_ok=True)
 
     def open_file_content(self, file_id: str) -> tuple[BinaryIO, int]:
         """Open a file's bytes for streaming (the caller closes the handle)."""
@@ -196,18 +208,22 @@ class BatchStore:
             record = self.get_file(file_id)
             return self._content_path(file_id).open("rb"), record.bytes
 
-    def _add_output_file(self, path: Path, filename: str) -> FileRecord | None:
+    def _add_output_file(
+        self, path: Path, filename: str, expires_after: int | None
+    ) -> FileRecord | None:
         size = path.stat().st_size
         if size == 0:
             path.unlink()
             return None
+        now = self._clock()
         record = FileRecord(
             id=f"file-{uuid.uuid4().hex[:24]}",
             sequence=self._sequence(),
             bytes=size,
-            created_time=self._clock(),
+            created_time=now,
             filename=filename,
             purpose="batch_output",
+            expires_time=None if expires_after is None else now + expires_after,
         )
         os.replace(path, self._content_path(record.id))
         self._save_file(record)
@@ -222,9 +238,15 @@ class BatchStore:
         input_file_id: str,
         endpoint: str,
         completion_window: str,
+        line_url: str | None = None,
         metadata: dict[str, str] | None,
+        output_expires_after: int | None,
     ) -> BatchRecord:
-        """Create a ``validating`` batch; its input file is read (and judged) now."""
+        """Create a ``validating`` batch; its input file is read (and judged) now.
+
+        ``line_url`` is the ``url`` each request line must carry when it is not the
+        endpoint itself (Azure writes ``/chat/completions`` for
+        ``/v1/chat/completions``)."""
         with self.lock:
             source = self.get_file(input_file_id)
             if source.purpose != "batch":
@@ -240,7 +262,11 @@ class BatchStore:
                 os.link(self._content_path(input_file_id), linked)
             except OSError:
                 shutil.copyfile(self._content_path(input_file_id), linked)
-        scan = scan_input_file(linked, endpoint, self._max_requests)
+        limits = self._limits
+        if source.bytes > limits.max_batch_file_bytes:
+            scan = oversized_file_error(linked, limits.max_batch_file_bytes)
+        else:
+            scan = scan_input_file(linked, line_url or endpoint, limits.max_requests_per_batch)
         with self.lock:
             now = self._clock()
             self._advance(now)
@@ -251,24 +277,24 @@ class BatchStore:
                 input_file_id=input_file_id,
                 completion_window=completion_window,
                 metadata=metadata,
-                pace=self._pace,
+                pace=self._context.pace,
                 model=scan.model,
                 tokens=scan.tokens,
                 request_count=scan.request_count,
+                input_bytes=source.bytes,
                 custom_ids=scan.custom_ids,
                 validation_errors=scan.errors,
-                batch_fault=self._faults.take_batch_fault(),
+                output_expires_after=output_expires_after,
+                batch_fault=self._context.faults.take_batch_fault(),
                 created_time=now,
                 expires_time=now + COMPLETION_WINDOW_SECONDS,
             )
             self.batches[record.id] = record
             self._active[record.id] = record
             self._save_batch(record)
+            self._counters.count_batch_created(record.model)
             if record.model is not None:
-                seen = self.max_enqueued_tokens_seen.get(record.model, 0)
-                self.max_enqueued_tokens_seen[record.model] = max(
-                    seen, self._enqueued(record.model)
-                )
+                self._counters.see_enqueued_tokens(record.model, self._enqueued(record.model))
             return record
 
     def get_batch(self, batch_id: str) -> BatchRecord:
@@ -283,10 +309,7 @@ class BatchStore:
         with self.lock:
             self.advance()
             records = sorted(self.batches.values(), key=lambda r: r.sequence, reverse=True)
-            start = 0
-            if after is not None:
-                ids = [r.id for r in records]
-                start = ids.index(after) + 1 if after in ids else len(ids)
+            start = _after([r.id for r in records], after)
             chosen = records[start : start + limit]
             return _page([r.to_api() for r in chosen], start + limit < len(records))
 
@@ -317,13 +340,10 @@ class BatchStore:
             if r.model == model and r.status in ENQUEUED_STATUSES
         )
 
-    def token_limit(self, model: str) -> int | None:
-        return self._token_limits.get(model, self._default_token_limit)
-
     # ------------------------------------------------------------------- lifecycle
 
     def advance(self) -> None:
-        """Apply every status change due by the clock's current time, oldest first."""
+        """Apply every change due by the clock's current time, oldest first."""
         with self.lock:
             self._advance(self._clock())
 
@@ -345,6 +365,11 @@ class BatchStore:
         for record in self._active.values():
             if record.status == "in_progress":
                 self._count_progress(record, self._processed_at(record, now))
+        expired = [
+            r for r in self.files.values() if r.expires_time is not None and r.expires_time <= now
+        ]
+        for file in expired:
+            self._remove_file(file)
 
     @staticmethod
     def _next_event(record: BatchRecord) -> tuple[float, _Event] | None:
@@ -354,7 +379,8 @@ class BatchStore:
         if record.status == "validating":
             end, kind = record.created_time + pace.validating, "validated"
         elif record.status == "in_progress" and record.in_progress_time is not None:
-            end, kind = record.in_progress_time + pace.in_progress, "processed"
+            end = record.in_progress_time + pace.processing_seconds(record.request_count)
+            kind = "processed"
         elif record.status == "finalizing" and record.finalizing_time is not None:
             end, kind = record.finalizing_time + pace.finalizing, "finished"
         elif record.status == "cancelling" and record.cancelling_time is not None:
@@ -372,7 +398,7 @@ class BatchStore:
             return record.request_count
         if record.status != "in_progress" or record.in_progress_time is None:
             return 0
-        duration = record.pace.in_progress
+        duration = record.pace.processing_seconds(record.request_count)
         fraction = 1.0 if duration <= 0 else min(1.0, (at - record.in_progress_time) / duration)
         return math.floor(record.request_count * max(0.0, fraction))
 
@@ -394,45 +420,48 @@ class BatchStore:
             else:
                 record.status = "in_progress"
                 record.in_progress_time = at
-                failures, malformed = self._faults.plan_requests(record.custom_ids)
+                failures, malformed = self._context.faults.plan_requests(
+                    record.custom_ids, salt=str(record.sequence)
+                )
                 record.request_faults = failures
                 record.malformed = malformed
         elif kind == "processed":
             if fault is not None:
                 processed = math.floor(record.request_count * fault.completed_fraction)
-                status: BatchStatus = "failed" if fault.kind == "fail" else "expired"
-                self._finish(record, at, status, processed, expire_rest=fault.kind == "expire")
                 if fault.kind == "fail":
+                    self._finish(record, at, "failed", processed, unanswered="drop")
                     record.errors = [BatchErrorEntry(code=fault.code, message=fault.message)]
+                else:
+                    rest: Unanswered = "expire" if fault.expired_lines else "drop"
+                    self._finish(record, at, "expired", processed, unanswered=rest)
             else:
                 record.status = "finalizing"
                 record.finalizing_time = at
                 self._count_progress(record, record.request_count)
         elif kind == "finished":
-            self._finish(record, at, "completed", record.request_count, expire_rest=False)
+            self._finish(record, at, "completed", record.request_count, unanswered=None)
         elif kind == "expired":
             processed = self._processed_at(record, at)
-            self._finish(record, at, "expired", processed, expire_rest=True)
+            self._finish(record, at, "expired", processed, unanswered="expire")
         else:
-            self._finish(record, at, "cancelled", record.processed_at_cancel, expire_rest=False)
+            self._finish(record, at, "cancelled", record.processed_at_cancel, unanswered="drop")
 
     def _within_token_limit(self, record: BatchRecord) -> bool:
         if record.model is None:
             return True
-        limit = self.token_limit(record.model)
+        limit = self._limits.token_limit(record.model)
         return limit is None or self._enqueued(record.model) <= limit
 
     def _token_limit_error(self, record: BatchRecord) -> BatchErrorEntry:
         assert record.model is not None
-        limit = self.token_limit(record.model) or 0
-        already = self._enqueued(record.model) - record.tokens
+        limit = self._limits.token_limit(record.model) or 0
+        # Word for word what api.openai.com sends, so a client can read the limit from it.
         return BatchErrorEntry(
             code="token_limit_exceeded",
             message=(
                 f"Enqueued token limit reached for {record.model} in organization org-local. "
-                f"Limit: {limit:,} enqueued tokens. This batch has {record.tokens:,} tokens and "
-                f"{already:,} are already enqueued. Please try submitting fewer tokens or try "
-                "again once some in_progress batches have been completed."
+                f"Limit: {limit:,} enqueued tokens. Please try again once some in_progress "
+                "batches have been completed."
             ),
         )
 
@@ -453,10 +482,10 @@ class BatchStore:
         status: BatchStatus,
         processed: int,
         *,
-        expire_rest: bool,
+        unanswered: Unanswered | None,
     ) -> None:
         """End a batch that ran (fully or partly): write its files, counts and status."""
-        if (processed > 0 or expire_rest) and not record.validation_errors:
+        if (processed > 0 or unanswered == "expire") and not record.validation_errors:
             output_path = self._files_dir / f".{record.id}.output.part"
             error_path = self._files_dir / f".{record.id}.errors.part"
             totals = write_results(
@@ -464,22 +493,27 @@ class BatchStore:
                 endpoint=record.endpoint,
                 batch_id=record.id,
                 processed=processed,
-                expire_rest=expire_rest,
+                unanswered=unanswered,
                 request_faults=record.request_faults,
                 malformed=record.malformed,
-                responder=self._responder,
+                responder=self._context.responder,
+                usage=self._context.usage,
                 created=int(at),
                 output_path=output_path,
                 error_path=error_path,
             )
-            output = self._add_output_file(output_path, f"{record.id}_output.jsonl")
-            errors = self._add_output_file(error_path, f"{record.id}_error.jsonl")
+            lifetime = record.output_expires_after
+            output = self._add_output_file(output_path, f"{record.id}_output.jsonl", lifetime)
+            errors = self._add_output_file(error_path, f"{record.id}_error.jsonl", lifetime)
             record.output_file_id = output.id if output else None
             record.error_file_id = errors.id if errors else None
             record.completed_count = totals.completed
             record.failed_count = totals.failed
             record.input_tokens = totals.input_tokens
+            record.cached_tokens = totals.cached_tokens
             record.output_tokens = totals.output_tokens
+            record.reasoning_tokens = totals.reasoning_tokens
+            self._counters.count_requests_executed(record.model, totals.executed)
         record.status = status
         if status == "completed":
             record.completed_time = at

@@ -1,4 +1,4 @@
-"""Writing a batch's output and error files, in OpenAI's line format.
+"""Writing an OpenAI batch's output and error files, in OpenAI's line format.
 
 Output file line (one per request that got a 2xx reply)::
 
@@ -19,25 +19,17 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
-from batchor.testing.models import MalformKind, RequestFault
-from batchor.testing.replies import (
-    JsonTemplate,
-    Responder,
-    encode_chat_completion_body,
-    encode_embeddings_body,
-    encode_responses_body,
-    encode_string,
-    hole,
-    reply_text,
-)
-from batchor.testing.tokens import count_request_tokens, count_text_tokens
-
-INVALID_REPLY_TEXT = 'Sorry, here is the JSON you asked for: {"unterminated": '
-"""Reply text written for ``malform_output(kind="invalid_reply_text")``: not JSON."""
+from batchor.testing.models import MalformKind, RequestFault, UsageSplit
+from batchor.testing.openai_bodies import answer
+from batchor.testing.replies import JsonTemplate, Responder, encode_string, hole
 
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+
+Unanswered = Literal["expire", "drop"]
+"""What happens to the requests a batch did not get to: a ``batch_expired`` error
+line each (``"expire"``), or no line at all (``"drop"``)."""
 
 _OUTPUT_LINE = JsonTemplate(
     {
@@ -51,14 +43,24 @@ _OUTPUT_LINE = JsonTemplate(
 
 @dataclass(slots=True)
 class ResultTotals:
-    """What writing one batch's results produced."""
+    """What writing one batch's results produced. ``completed`` and ``failed`` become
+    the batch's ``request_counts`` (``failed`` includes the ``expired`` requests, which
+    never ran); the token totals are those the answered requests report."""
 
     completed: int = 0
     failed: int = 0
+    expired: int = 0
     input_tokens: int = 0
+    cached_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
     output_lines: int = 0
     error_lines: int = 0
+
+    @property
+    def executed(self) -> int:
+        """Requests that ran: answered with an output line or an HTTP error."""
+        return self.completed + self.failed - self.expired
 
 
 def _error_response(key: str, status_code: int, error: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +76,7 @@ class _ResultWriter:
         endpoint: str,
         batch_id: str,
         responder: Responder,
+        usage: UsageSplit,
         created: int,
         request_faults: Mapping[int, RequestFault],
         malformed: Mapping[int, MalformKind],
@@ -83,6 +86,7 @@ class _ResultWriter:
         self.endpoint = endpoint
         self.key_prefix = batch_id.removeprefix("batch_")
         self.responder = responder
+        self.usage = usage
         self.created = created
         self.request_faults = request_faults
         self.malformed = malformed
@@ -105,30 +109,6 @@ class _ResultWriter:
         self.totals.failed += 1
         self.totals.error_lines += 1
 
-    def _reply_body(self, key: str, body: dict[str, Any], index: int, input_tokens: int) -> str:
-        """JSON text of the reply body; raises what a user responder raises."""
-        if self.endpoint == "/v1/embeddings":
-            return encode_embeddings_body(body, input_tokens=input_tokens)
-        if self.malformed.get(index) == "invalid_reply_text":
-            text = INVALID_REPLY_TEXT
-        else:
-            text = reply_text(self.responder, body)
-        output_tokens = count_text_tokens(text)
-        self.totals.output_tokens += output_tokens
-        encode = (
-            encode_responses_body
-            if self.endpoint == "/v1/responses"
-            else encode_chat_completion_body
-        )
-        return encode(
-            body,
-            text,
-            key=key,
-            created=self.created,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-        )
-
     def run(self, index: int, request: dict[str, Any]) -> None:
         """Answer one request: an output line, or an error line when it fails."""
         key = f"{self.key_prefix}_{index}"
@@ -145,9 +125,17 @@ class _ResultWriter:
             }
             self._fail(key, custom_id, fault.status_code, error)
             return
-        input_tokens = count_request_tokens(body)
+        malformation = self.malformed.get(index)
         try:
-            reply = self._reply_body(key, body, index, input_tokens)
+            reply = answer(
+                self.endpoint,
+                body,
+                key=key,
+                created=self.created,
+                responder=self.responder,
+                usage=self.usage,
+                invalid_reply_text=malformation == "invalid_reply_text",
+            )
         except Exception as exc:  # a user responder may raise anything
             error = {
                 "message": f"The responder raised {type(exc).__name__}: {exc}",
@@ -157,21 +145,27 @@ class _ResultWriter:
             }
             self._fail(key, custom_id, 500, error)
             return
+        totals = self.totals
+        totals.completed += 1
+        totals.input_tokens += reply.tokens.input
+        totals.cached_tokens += reply.tokens.cached
+        totals.output_tokens += reply.tokens.output
+        totals.reasoning_tokens += reply.tokens.reasoning
+        if malformation == "missing_line":
+            return
         line = _OUTPUT_LINE.fill(
             {
                 "line_id": f'"batch_req_{key}"',
                 "custom_id": encode_string(custom_id),
                 "request_id": f'"req_{key}"',
-                "body": reply,
+                "body": reply.body,
             }
         )
-        if self.malformed.get(index) == "invalid_json_line":
+        if malformation == "invalid_json_line":
             line = line[: len(line) // 2]
         self.output.write(line)
         self.output.write("\n")
-        self.totals.completed += 1
-        self.totals.output_lines += 1
-        self.totals.input_tokens += input_tokens
+        totals.output_lines += 1
 
     def expire(self, index: int, custom_id: str) -> None:
         """Record a request that never ran because the batch expired."""
@@ -183,6 +177,7 @@ class _ResultWriter:
         }
         self._emit(self.errors, line)
         self.totals.failed += 1
+        self.totals.expired += 1
         self.totals.error_lines += 1
 
 
@@ -192,18 +187,19 @@ def write_results(
     endpoint: str,
     batch_id: str,
     processed: int,
-    expire_rest: bool,
+    unanswered: Unanswered | None,
     request_faults: Mapping[int, RequestFault],
     malformed: Mapping[int, MalformKind],
     responder: Responder,
+    usage: UsageSplit,
     created: int,
     output_path: Path,
     error_path: Path,
 ) -> ResultTotals:
     """Answer the first ``processed`` requests of a validated input file.
 
-    With ``expire_rest`` every later request gets a ``batch_expired`` error line;
-    otherwise later requests get no line at all (a cancelled or failed batch).
+    Later requests are handled as ``unanswered`` says; ``None`` is the same as
+    ``"drop"`` (a cancelled or failed batch).
     """
     with (
         input_path.open("rb") as lines,
@@ -214,6 +210,7 @@ def write_results(
             endpoint=endpoint,
             batch_id=batch_id,
             responder=responder,
+            usage=usage,
             created=created,
             request_faults=request_faults,
             malformed=malformed,
@@ -224,7 +221,7 @@ def write_results(
         for raw in lines:
             if not raw.strip():
                 continue
-            if index >= processed and not expire_rest:
+            if index >= processed and unanswered != "expire":
                 break
             request = json.loads(raw)
             if index < processed:
