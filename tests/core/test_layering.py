@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "results": 1,
     "files": 1,
     "testing": 1,
+    "prompts": 2,
     "providers": 2,
     "sources": 2,
     "artifacts": 2,

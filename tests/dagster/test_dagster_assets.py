@@ -24,6 +24,7 @@ from dagster_kit import tick, tick_until_requested, ticket_table, triage_job
 
 from batchor.testing import LocalBatchServer
 from batchor_dagster import (
+    FAILURE_RATE_CHECK,
     RUN_ID_METADATA_KEY,
     BatchorAssets,
     BatchorResource,
@@ -188,7 +189,8 @@ def test_failure_rate_check_fails_when_too_many_items_fail(
     (event,) = result.asset_materializations_for_node(job.results_asset.op.name)
     assert event.metadata["failed"].value == 2
     assert event.metadata["status"].value == "completed_with_failures"
-    (check,) = result.get_asset_check_evaluations()
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    check = checks[FAILURE_RATE_CHECK]
     assert not check.passed
     assert check.severity == AssetCheckSeverity.ERROR
     assert check.metadata["failure_rate"].value == pytest.approx(2 / 12)
@@ -226,3 +228,37 @@ def test_results_are_not_materialized_while_the_run_is_in_flight(
     assert result.success
     assert result.asset_materializations_for_node(job.results_asset.op.name) == []
     assert instance.get_latest_materialization_event(AssetKey("triage_results")) is None
+
+
+def test_the_submit_metadata_counts_the_tokens_the_core_reserves(
+    instance: DagsterInstance, resources: dict[str, Any]
+) -> None:
+    job = triage_job(tickets)
+
+    metadata = submit(job, instance, resources)
+
+    stored = resources["batchor"].get_run(metadata[RUN_ID_METADATA_KEY]).summary()
+    assert metadata["estimated_input_tokens"] == stored.estimated_input_tokens
+    assert metadata["items"] == stored.total_items == 12
+
+
+def test_moving_the_api_behind_another_address_resumes_the_same_run(
+    instance: DagsterInstance, resources: dict[str, Any], server: LocalBatchServer
+) -> None:
+    job = triage_job(tickets)
+    first = submit(job, instance, resources)
+    elsewhere = server.base_url.replace("127.0.0.1", "localhost")
+    moved = {
+        **resources,
+        "batchor": BatchorResource(
+            storage=resources["batchor"].storage,
+            api_key=resources["batchor"].api_key,
+            base_url=elsewhere,
+        ),
+    }
+
+    second = submit(job, instance, moved)
+
+    assert second[RUN_ID_METADATA_KEY] == first[RUN_ID_METADATA_KEY]
+    assert second["resumed"] is True
+    assert len(server.batches) == 1

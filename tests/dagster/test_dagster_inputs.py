@@ -1,5 +1,5 @@
-"""Upstream forms (pandas, rows, Parquet/CSV/JSONL paths), partitions, text jobs and
-run control, each materialized with Dagster's test utilities."""
+"""Upstream forms (pandas, polars, rows, Parquet/CSV/JSONL paths), partitions, text jobs
+and run control, each materialized with Dagster's test utilities."""
 
 import json
 from collections.abc import Iterator
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -150,6 +151,7 @@ def forms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpstreamForms]:
     paths["jsonl"].write_text("".join(json.dumps(row) + "\n" for row in table.to_pylist()))
     values: dict[str, Any] = {
         "pandas": pd.DataFrame(ticket_rows(3)),
+        "polars": pl.DataFrame(ticket_rows(3)),
         "rows": ticket_rows(3),
         "text": table,
         **{suffix: str(path) for suffix, path in paths.items()},
@@ -223,8 +225,8 @@ def forms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpstreamForms]:
         )
 
 
-@pytest.mark.parametrize("form", ["pandas", "rows"])
-def test_pandas_and_row_list_upstreams_become_one_item_per_row(
+@pytest.mark.parametrize("form", ["pandas", "polars", "rows"])
+def test_dataframe_and_row_list_upstreams_become_one_item_per_row(
     form: str, forms: UpstreamForms
 ) -> None:
     table = forms.results[form]

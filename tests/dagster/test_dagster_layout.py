@@ -1,4 +1,5 @@
-"""The pure parts: run ids, the results table layout, and where Parquet files go."""
+"""The pure parts: run ids, the results table layout, where Parquet files go, the
+checks' arithmetic and the token keys."""
 
 import datetime as dt
 import decimal
@@ -20,13 +21,18 @@ from batchor import (
     ItemStatus,
     OpenAIProviderConfig,
     PromptParts,
+    RunControlState,
+    RunStatus,
+    RunSummary,
     TokenUsage,
 )
 from batchor.providers.base import OutputKind
 from batchor.results_table import ResultsTableLayout, arrow_type_for
 from batchor_dagster import BatchorParquetIOManager, BatchorResource, batchor_assets
+from batchor_dagster.checks import ResultChecks, RunResults, coverage
 from batchor_dagster.inputs import deterministic_run_id, json_safe
 from batchor_dagster.io_manager import ParquetTableIOManager
+from batchor_dagster.metadata import usage_metadata
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -210,7 +216,7 @@ def test_the_resource_repr_hides_the_api_key() -> None:
     [
         ("memory", None, "cannot be 'memory'"),
         ("postgresql+psycopg://db/batchor", None, "artifact_root is required with PostgreSQL"),
-        ("mysql://db/batchor", None, "SQLite file path or a postgresql:// DSN"),
+        ("mysql://db/batchor", None, "unsupported storage scheme 'mysql'"),
     ],
 )
 def test_the_resource_rejects_storage_other_processes_cannot_share(
@@ -270,3 +276,62 @@ def test_job_names_must_be_usable_as_asset_and_sensor_names(name: str) -> None:
             build_prompt=lambda item: PromptParts(prompt="x"),
             provider_config=OpenAIProviderConfig(model="gpt-4.1-mini"),
         )
+
+
+def terminal_summary(total: int, failed: int = 0, cost: float | None = 0.5) -> RunSummary:
+    return RunSummary(
+        run_id="r",
+        status=RunStatus.COMPLETED,
+        control_state=RunControlState.RUNNING,
+        model="gpt-4.1-mini",
+        total_items=total,
+        pending_items=0,
+        submitted_items=0,
+        completed_items=total - failed,
+        failed_items=failed,
+        batches_in_flight=0,
+        batches_total=1,
+        input_tokens=10,
+        output_tokens=5,
+        estimated_cost_usd=cost,
+        ingest_complete=True,
+    )
+
+
+def test_the_coverage_check_fails_when_an_upstream_row_has_no_result() -> None:
+    table = pa.table({"item_id": ["a", "b", "b"]})
+    run = RunResults(run_id="r", summary=terminal_summary(3), table=table, upstream_rows=4)
+
+    check = coverage([run])
+
+    assert not check.passed
+    assert check.metadata["missing_items"].value == 2
+    assert check.metadata["duplicate_items"].value == 1
+
+
+@pytest.mark.parametrize(("cost", "passed"), [(0.5, True), (1.5, False), (None, False)])
+def test_the_cost_budget_check_fails_over_budget_or_without_a_price(
+    cost: float | None, passed: bool
+) -> None:
+    run = RunResults(
+        run_id="r", summary=terminal_summary(1, cost=cost), table=pa.table({}), upstream_rows=1
+    )
+
+    assert ResultChecks(max_cost_usd=1.0).cost_budget([run]).passed is passed
+
+
+@pytest.mark.parametrize(
+    ("provider", "keys"),
+    [
+        ("openai", {"openai.m.calls", "openai.m.prompt_tokens", "openai.m.completion_tokens"}),
+        ("anthropic", {"anthropic.calls", "anthropic.input_tokens", "anthropic.output_tokens"}),
+        ("gemini", {"gemini.calls", "gemini.prompt_token_count", "gemini.total_token_count"}),
+        ("other", {"other.m.calls", "other.m.input_tokens", "other.m.output_tokens"}),
+    ],
+)
+def test_token_usage_uses_the_keys_of_each_providers_dagster_integration(
+    provider: str, keys: set[str]
+) -> None:
+    usage = usage_metadata(provider, "m", calls=2, input_tokens=10, output_tokens=5)
+
+    assert keys <= set(usage)

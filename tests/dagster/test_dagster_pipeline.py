@@ -34,6 +34,7 @@ from dagster_kit import (
 
 from batchor.testing import LocalBatchServer
 from batchor_dagster import (
+    COVERAGE_CHECK,
     FAILURE_RATE_CHECK,
     RUN_ID_METADATA_KEY,
     RUN_ID_TAG,
@@ -63,7 +64,7 @@ class Pipeline:
     cursor: str | None
     definitions: Definitions
     results_metadata: dict[str, Any]
-    check: AssetCheckEvaluation
+    checks: dict[str, AssetCheckEvaluation]
     downstream_input_type: type
     downstream_output: pa.Table
 
@@ -110,7 +111,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             tags=request.tags,
         )
         (results_event,) = results.asset_materializations_for_node(job.results_asset.op.name)
-        (check,) = results.get_asset_check_evaluations()
+        checks = {check.check_name: check for check in results.get_asset_check_evaluations()}
         downstream = materialize(
             everything, instance=instance, resources=resources, selection=[topic_counts.key]
         )
@@ -125,7 +126,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             cursor=cursor,
             definitions=definitions,
             results_metadata={key: value.value for key, value in results_event.metadata.items()},
-            check=check,
+            checks=checks,
             downstream_input_type=seen["type"],
             downstream_output=downstream.output_for_node("topic_counts"),
         )
@@ -225,14 +226,48 @@ def test_the_results_metadata_counts_tokens_cost_and_previews(pipeline: Pipeline
     assert metadata["output_tokens"] == pc.sum(table["output_tokens"]).as_py()
     assert metadata["estimated_cost_usd"] > 0
     assert metadata["dagster/row_count"] == ROWS
-    assert metadata["preview"].startswith("| item_id | status | topic | urgency | summary |")
-    assert f"_10 of {ROWS} rows_" in metadata["preview"]
+    assert [column.name for column in metadata["dagster/column_schema"].columns][:3] == [
+        "item_id",
+        "status",
+        "topic",
+    ]
+    preview = metadata["preview"]
+    assert len(preview.records) == 10
+    assert [column.name for column in preview.schema.columns][:5] == [
+        "item_id",
+        "status",
+        "topic",
+        "urgency",
+        "summary",
+    ]
+    assert preview.records[0].data["item_id"] == "t000"
+
+
+def test_the_results_metadata_has_dagster_openai_usage_keys(pipeline: Pipeline) -> None:
+    metadata = pipeline.results_metadata
+
+    assert metadata["openai.gpt-4.1-mini.calls"] == ROWS
+    assert metadata["openai.gpt-4.1-mini.prompt_tokens"] == metadata["input_tokens"]
+    assert metadata["openai.gpt-4.1-mini.completion_tokens"] == metadata["output_tokens"]
+    assert metadata["openai.gpt-4.1-mini.total_tokens"] == (
+        metadata["input_tokens"] + metadata["output_tokens"]
+    )
 
 
 def test_the_failure_rate_check_passes_when_nothing_failed(pipeline: Pipeline) -> None:
-    assert pipeline.check.check_name == FAILURE_RATE_CHECK
-    assert pipeline.check.passed
-    assert pipeline.check.metadata["failure_rate"].value == 0.0
+    check = pipeline.checks[FAILURE_RATE_CHECK]
+
+    assert check.passed
+    assert check.metadata["failure_rate"].value == 0.0
+
+
+def test_the_coverage_check_finds_one_row_per_upstream_row(pipeline: Pipeline) -> None:
+    check = pipeline.checks[COVERAGE_CHECK]
+
+    assert check.passed
+    assert check.metadata["upstream_rows"].value == ROWS
+    assert check.metadata["result_rows"].value == ROWS
+    assert check.metadata["missing_items"].value == 0
 
 
 def test_a_downstream_asset_takes_the_results_as_a_pyarrow_table(pipeline: Pipeline) -> None:

@@ -1,7 +1,8 @@
 """The example workspace served for real: ``dagster dev -w workspace.yaml`` (the
 dagster-webserver plus the daemon that ticks sensors and dequeues runs) in a
 subprocess with its own ``DAGSTER_HOME``, driven over GraphQL as the UI does, and
-through the UI itself in Chromium."""
+through the UI itself in Chromium: the Python factory's jobs and the YAML
+component's (``defs/ticket_routing/defs.yaml``)."""
 
 import json
 import os
@@ -174,9 +175,83 @@ query Ticks($name: String!) {
 }
 """
 
+ASSET_NODE = """
+query Node($path: [String!]!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    ... on AssetNode {
+      owners { ... on TeamAssetOwner { team } }
+      assetObservations(limit: 20) {
+        metadataEntries {
+          label
+          ... on TextMetadataEntry { text }
+          ... on IntMetadataEntry { intValue }
+          ... on FloatMetadataEntry { floatValue }
+        }
+      }
+      assetChecksOrError {
+        ... on AssetChecks { checks { name executionForLatestMaterialization { status } } }
+      }
+    }
+  }
+}
+"""
+
 RUN_TAGS = """
 query Run($runId: ID!) { runOrError(runId: $runId) { ... on Run { tags { key value } } } }
 """
+
+
+def launch(server: Webserver, keys: list[str], checks: dict[str, list[str]]) -> str:
+    """Materialize ``keys`` and ``checks`` ({asset: [check names]}) as the UI's launch
+    button does; the Dagster run id."""
+    launched = server.graphql(
+        LAUNCH,
+        {
+            "params": {
+                "selector": {
+                    "repositoryLocationName": LOCATION,
+                    "repositoryName": "__repository__",
+                    "jobName": "__ASSET_JOB",
+                    "assetSelection": [{"path": [key]} for key in keys],
+                    "assetCheckSelection": [
+                        {"assetKey": {"path": [asset]}, "name": name}
+                        for asset, names in checks.items()
+                        for name in names
+                    ],
+                },
+                "mode": "default",
+                "runConfigData": {},
+                "executionMetadata": {"tags": []},
+            }
+        },
+    )["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id: str = launched["run"]["runId"]
+    return run_id
+
+
+def finished(server: Webserver, run_id: str) -> str:
+    def status() -> str | None:
+        value: str = server.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+        return value if value in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+    result: str = wait_for(f"run {run_id}", status, RUN_SECONDS, server)
+    return result
+
+
+def asset_node(server: Webserver, key: str) -> dict[str, Any]:
+    node: dict[str, Any] = server.graphql(ASSET_NODE, {"path": [key]})["assetNodeOrError"]
+    return node
+
+
+def observations(server: Webserver, key: str) -> list[dict[str, Any]]:
+    return [
+        {
+            entry["label"]: next((v for k, v in entry.items() if k != "label"), None)
+            for entry in observation["metadataEntries"]
+        }
+        for observation in asset_node(server, key)["assetObservations"]
+    ]
 
 
 def latest_materialization(server: Webserver, key: str) -> dict[str, Any] | None:
@@ -209,6 +284,8 @@ def test_the_ui_api_lists_the_pipeline_and_the_sensor_delivers_the_results(
         "regional_tickets": ("support_by_region", True),
         "regional_triage_batch": ("support_by_region", True),
         "regional_triage_results": ("support_by_region", True),
+        "ticket_routing_batch": ("support_routing", False),
+        "ticket_routing_results": ("support_routing", False),
     }
 
     launched = webserver.graphql(
@@ -270,8 +347,52 @@ def test_the_ui_api_lists_the_pipeline_and_the_sensor_delivers_the_results(
 
 
 @pytest.mark.slow
+def test_the_yaml_component_materializes_with_checks_and_progress_observations(
+    webserver: Webserver,
+) -> None:
+    run_id = launch(
+        webserver,
+        ["support_tickets", "ticket_routing_batch", "ticket_routing_results"],
+        {"ticket_routing_results": ["failure_rate", "coverage", "cost_budget"]},
+    )
+
+    assert finished(webserver, run_id) == "SUCCESS"
+    results = latest_materialization(webserver, "ticket_routing_results")
+    assert results is not None and results["run_id"] == run_id
+    assert (results["metadata"]["rows"], results["metadata"]["failed"]) == (200, 0)
+    assert results["metadata"]["openai.gpt-4.1-mini.calls"] == 200
+    table = pq.read_table(results["metadata"]["path"])
+    assert {"team", "needs_human_reply"} <= set(table.column_names)
+    node = asset_node(webserver, "ticket_routing_results")
+    checks = {
+        check["name"]: check["executionForLatestMaterialization"]["status"]
+        for check in node["assetChecksOrError"]["checks"]
+    }
+    assert checks == {
+        "failure_rate": "SUCCEEDED",
+        "coverage": "SUCCEEDED",
+        "cost_budget": "SUCCEEDED",
+    }
+    assert node["owners"] == [{"team": "support"}]
+    # The daemon ticks ticket_routing_sensor: it records the run's progress on the
+    # submit asset's page.
+    observed = wait_for(
+        "an observation of ticket_routing_batch",
+        lambda: observations(webserver, "ticket_routing_batch"),
+        RUN_SECONDS,
+        webserver,
+    )
+    assert observed[0]["batchor_run_id"] == results["metadata"]["batchor_run_id"]
+    assert observed[0]["status"] == "completed" and observed[0]["percent_terminal"] == 100.0
+
+
+@pytest.mark.slow
 @pytest.mark.browser
-def test_materialize_all_in_the_asset_graph_succeeds(webserver: Webserver, tmp_path: Path) -> None:
+def test_materialize_all_succeeds_and_the_components_checks_and_progress_show(
+    webserver: Webserver, tmp_path: Path
+) -> None:
+    """Materialize all in the Python job's asset graph; then the YAML job's pages (it
+    was materialized by the test above) show its checks and its progress observations."""
     if not CHROMIUM.exists():
         if os.environ.get("BATCHOR_REQUIRE_BROWSER"):
             pytest.fail(f"BATCHOR_REQUIRE_BROWSER is set but {CHROMIUM} does not exist")
@@ -301,6 +422,18 @@ def test_materialize_all_in_the_asset_graph_succeeds(webserver: Webserver, tmp_p
                 timeout=RUN_SECONDS * 1000
             )
             page.screenshot(path=tmp_path / "run-succeeded.png")
+
+            page.goto(f"{webserver.url}/assets/ticket_routing_results?view=checks")
+            for check in ("failure_rate", "coverage", "cost_budget"):
+                expect(page.get_by_text(check, exact=True).first).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Succeeded", exact=True).first).to_be_visible()
+            page.screenshot(path=tmp_path / "component-checks.png")
+
+            page.goto(f"{webserver.url}/assets/ticket_routing_batch?view=events")
+            expect(page.get_by_text("Observed", exact=True).first).to_be_visible(timeout=30_000)
+            page.get_by_text("Observed", exact=True).first.click()
+            expect(page.get_by_text("percent_terminal", exact=True)).to_be_visible()
+            page.screenshot(path=tmp_path / "component-progress.png")
         finally:
             browser.close()
 

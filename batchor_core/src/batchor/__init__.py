@@ -3,6 +3,7 @@
 The public names, re-exported; everything else is an implementation detail.
 """
 
+from batchor.artifacts import open_artifact_store
 from batchor.artifacts.base import ArtifactStore
 from batchor.artifacts.fsspec import FsspecArtifactStore
 from batchor.artifacts.local import LocalArtifactStore
@@ -33,6 +34,8 @@ from batchor.errors import (
     TransientProviderError,
 )
 from batchor.job import ArtifactPolicy, BatchJob, ChunkPolicy, RetryPolicy
+from batchor.prompts import PromptBuilder, template_fields
+from batchor.providers import AnyProviderConfig
 from batchor.providers.base import EnqueueLimitConfig, ModelPrice, ProviderConfig
 from batchor.providers.gemini import GeminiProviderConfig
 from batchor.providers.openai import (
@@ -80,11 +83,13 @@ from batchor.types import (
     Usage,
     canonical_json,
     check_run_id,
+    import_model,
 )
 from batchor.worker import WorkerReport, run_worker
 
 __all__ = [
     "LINEAGE_KEY",
+    "AnyProviderConfig",
     "ArtifactExport",
     "ArtifactPolicy",
     "ArtifactPrune",
@@ -123,6 +128,7 @@ __all__ = [
     "OpenAIProviderConfig",
     "ParquetItemSource",
     "PostgresStorage",
+    "PromptBuilder",
     "PromptParts",
     "ProviderAuthenticationError",
     "ProviderConfig",
@@ -161,6 +167,9 @@ __all__ = [
     "check_run_id",
     "file_format",
     "file_source",
+    "import_model",
+    "open_artifact_store",
     "open_storage",
     "run_worker",
+    "template_fields",
 ]

@@ -1,8 +1,8 @@
 """From an upstream asset's value to batchor items, and the run id they deserve.
 
-An upstream asset may hand the submit asset a ``pyarrow.Table``, a pandas
-``DataFrame``, a list of row mappings, or the path of a Parquet / CSV / JSONL
-file. Tables and rows become :class:`~batchor.BatchItem` values (one per row,
+An upstream asset may hand the submit asset a ``pyarrow.Table``, a pandas or
+polars ``DataFrame``, a list of row mappings, or the path of a Parquet / CSV /
+JSONL file. Tables and rows become :class:`~batchor.BatchItem` values (one per row,
 the row as payload, lineage in metadata); a path becomes the matching
 checkpointed file source, so a crashed ingestion resumes from its checkpoint.
 
@@ -43,6 +43,12 @@ from batchor import (
     file_source,
 )
 
+ACCEPTED_UPSTREAM = (
+    "a pyarrow.Table, a pandas or polars DataFrame, a list of row dicts, or the path of a "
+    ".parquet, .csv or .jsonl file"
+)
+"""What an upstream asset may produce, for error messages."""
+
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _ROWS_PER_BATCH = 4096
 
@@ -77,8 +83,10 @@ def read_upstream(
         table = value
     elif isinstance(value, pa.RecordBatch):
         table = pa.Table.from_batches([value])
-    elif type(value).__module__.split(".", 1)[0] == "pandas" and hasattr(value, "columns"):
+    elif _library_of(value) == "pandas" and hasattr(value, "columns"):
         table = pa.Table.from_pandas(value, preserve_index=False)
+    elif _library_of(value) == "polars" and hasattr(value, "to_arrow"):
+        table = value.to_arrow()
     if table is not None:
         if item_id_column not in table.column_names:
             raise ConfigurationError(
@@ -98,9 +106,27 @@ def read_upstream(
         return UpstreamInput(items=rows, kind="rows")
     raise ConfigurationError(
         f"upstream {source_ref} produced a {type(value).__module__}.{type(value).__name__}; "
-        "batchor_assets reads a pyarrow.Table, a pandas DataFrame, a list of row dicts, or the "
-        "path of a .parquet, .csv or .jsonl file"
+        f"batchor reads {ACCEPTED_UPSTREAM}"
     )
+
+
+def value_of_partition(value: object, partition_key: str, partition_keys: Sequence[str]) -> object:
+    """The upstream value for one partition of a run that covers ``partition_keys``.
+
+    A partitioned upstream loaded for several partitions arrives as
+    ``{partition key: value}`` (Dagster's IO managers, and
+    :class:`~batchor_dagster.BatchorParquetIOManager` for the submit asset); an
+    unpartitioned one is the same value for every partition.
+    """
+    if len(partition_keys) > 1 and isinstance(value, Mapping):
+        if partition_key not in value:
+            raise ConfigurationError(
+                f"the upstream value of this run holds partitions {sorted(map(str, value))}, "
+                f"not {partition_key!r}: its IO manager must load several partitions as a "
+                "mapping of partition key to value"
+            )
+        return value[partition_key]
+    return value
 
 
 def deterministic_run_id(
@@ -231,6 +257,10 @@ def _file_input(path: str, item_id_column: str) -> UpstreamInput:
         kind=file_format(path),
         identity=canonical_json(source.source_identity()),
     )
+
+
+def _library_of(value: object) -> str:
+    return type(value).__module__.split(".", 1)[0]
 
 
 def _slug(text: str, limit: int) -> str:

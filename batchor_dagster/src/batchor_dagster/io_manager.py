@@ -5,7 +5,10 @@ asset is a directory with one file per partition,
 ``<base_dir>/<asset key path>/<partition key>.parquet`` (the partition key
 percent-encoded where it is not filename-safe). Files are written to a temporary
 name and renamed, so a reader never sees half a file. A downstream asset that
-depends on several partitions gets them concatenated into one table.
+depends on several partitions gets them concatenated into one table, unless its
+op has the tag :data:`PARTITIONS_AS_MAPPING` (the submit asset's has, so a
+single-run backfill gets ``{partition key: table}``). An output that covers
+several partitions (a single-run backfill) is such a mapping too: one file each.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,9 @@ from dagster import (
 from pydantic import Field
 
 from batchor import ConfigurationError
+
+PARTITIONS_AS_MAPPING = "batchor/partitions_as_mapping"
+"""Op tag: ``"true"`` loads several partitions as ``{partition key: table}`` for that op."""
 
 
 class BatchorParquetIOManager(ConfigurableIOManagerFactory):  # type: ignore[type-arg]
@@ -65,9 +72,46 @@ class ParquetTableIOManager(IOManager):
         return self.base_dir.joinpath(*parts, _safe_name(partition_key) + ".parquet")
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
-        table = _as_table(obj, context)
-        partition = context.partition_key if context.has_asset_partitions else None
-        path = self.path_for(list(context.asset_key.path), partition)
+        key_path = list(context.asset_key.path)
+        if not context.has_asset_partitions:
+            self._write(self.path_for(key_path, None), _as_table(obj, context), context)
+            return
+        partitions = list(context.asset_partition_keys)
+        if len(partitions) == 1 and not isinstance(obj, Mapping):
+            self._write(self.path_for(key_path, partitions[0]), _as_table(obj, context), context)
+            return
+        if not isinstance(obj, Mapping) or set(obj) != set(partitions):
+            raise ConfigurationError(
+                f"{context.asset_key.to_user_string()} covers partitions {partitions} in one "
+                "run: its output must be a mapping of each partition key to its table"
+            )
+        rows = 0
+        for partition in partitions:
+            table = _as_table(obj[partition], context)
+            self._write(self.path_for(key_path, partition), table, context, add_metadata=False)
+            rows += table.num_rows
+        directory = self.base_dir.joinpath(*[_safe_name(part) for part in key_path])
+        context.add_output_metadata(
+            {"path": MetadataValue.path(str(directory)), "dagster/row_count": rows}
+        )
+
+    def load_input(self, context: InputContext) -> pa.Table | dict[str, pa.Table]:
+        key_path = list(context.asset_key.path)
+        if not context.has_asset_partitions:
+            return self._read(self.path_for(key_path, None), context)
+        tables = {
+            partition: self._read(self.path_for(key_path, partition), context)
+            for partition in context.asset_partition_keys
+        }
+        if len(tables) == 1:
+            return next(iter(tables.values()))
+        if context.op_def is not None and context.op_def.tags.get(PARTITIONS_AS_MAPPING) == "true":
+            return tables
+        return pa.concat_tables(list(tables.values()), promote_options="default")
+
+    def _write(
+        self, path: Path, table: pa.Table, context: OutputContext, *, add_metadata: bool = True
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
@@ -79,21 +123,10 @@ class ParquetTableIOManager(IOManager):
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        context.add_output_metadata(
-            {"path": MetadataValue.path(str(path)), "dagster/row_count": table.num_rows}
-        )
-
-    def load_input(self, context: InputContext) -> pa.Table:
-        key_path = list(context.asset_key.path)
-        if not context.has_asset_partitions:
-            return self._read(self.path_for(key_path, None), context)
-        tables = [
-            self._read(self.path_for(key_path, partition), context)
-            for partition in context.asset_partition_keys
-        ]
-        if len(tables) == 1:
-            return tables[0]
-        return pa.concat_tables(tables, promote_options="default")
+        if add_metadata:
+            context.add_output_metadata(
+                {"path": MetadataValue.path(str(path)), "dagster/row_count": table.num_rows}
+            )
 
     def _read(self, path: Path, context: InputContext) -> pa.Table:
         if not path.is_file():

@@ -1,4 +1,4 @@
-"""``BatchorResource``: where batchor keeps its runs, and how it reaches OpenAI.
+"""``BatchorResource``: where batchor keeps its runs, and how it reaches the provider.
 
 The resource is the one place a Dagster deployment configures batchor. Assets,
 sensors and ops ask it for a :class:`~batchor.BatchRunner` (or a
@@ -10,29 +10,26 @@ config and the UI show the variable's name, never its value.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from batchor import (
-    ArtifactStore,
     BatchRunner,
     ConfigurationError,
-    FsspecArtifactStore,
-    LocalArtifactStore,
-    OpenAIProviderConfig,
-    PostgresStorage,
+    ProviderConfig,
     Run,
-    SQLiteStorage,
     Storage,
+    open_artifact_store,
+    open_storage,
 )
 
-_POSTGRES_PREFIXES = ("postgresql://", "postgresql+", "postgres://")
+ConfigT = TypeVar("ConfigT", bound=ProviderConfig)
 
 
 class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]
-    """batchor's storage, artifacts and OpenAI settings for a Dagster deployment.
+    """batchor's storage, artifacts and provider credentials for a Dagster deployment.
 
     Every process that drives a run (the submit asset's run worker, the sensor in
     the code server, the results asset, the run-control job) must see the same
@@ -41,15 +38,17 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]
     Example::
 
         BatchorResource(
-            storage="/srv/batchor/runs.sqlite3",
+            storage="sqlite:////srv/batchor/runs.sqlite3",
             api_key=EnvVar("OPENAI_API_KEY"),
         )
     """
 
     storage: str = Field(
         description=(
-            "Where runs are kept: a SQLite file path, or a PostgreSQL DSN "
-            "(postgresql+psycopg://...). Pass a DSN that holds a password with EnvVar."
+            "Where runs are kept, as the CLI's --storage: sqlite:///relative/path, "
+            "sqlite:////absolute/path, a plain SQLite file path, or "
+            "postgresql+psycopg://USER@HOST/DATABASE[?schema=NAME]. Pass a URL that holds "
+            "a password with EnvVar."
         ),
     )
     artifact_root: str | None = Field(
@@ -62,12 +61,15 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]
     )
     api_key: str | None = Field(
         default=None,
-        description="OpenAI API key; use EnvVar('OPENAI_API_KEY'). None: $OPENAI_API_KEY.",
+        description=(
+            "The provider's API key; use EnvVar('OPENAI_API_KEY'). None: the provider SDK's "
+            "own environment variable."
+        ),
         repr=False,
     )
     base_url: str | None = Field(
         default=None,
-        description="OpenAI-compatible base URL (a proxy, or the local batchor server).",
+        description="The provider's base URL (a proxy, or the local batchor server).",
     )
 
     _runner: BatchRunner | None = PrivateAttr(default=None)
@@ -75,9 +77,12 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]
     def get_runner(self) -> BatchRunner:
         """The runner on this resource's storage (built once, then reused)."""
         if self._runner is None:
+            storage = self._open_storage()
             self._runner = BatchRunner(
-                storage=self._open_storage(),
-                artifact_store=self._artifact_store(),
+                storage=storage,
+                artifact_store=(
+                    open_artifact_store(self.artifact_root) if self.artifact_root else None
+                ),
                 api_key=self.api_key,
             )
         return self._runner
@@ -87,7 +92,7 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]
         if there is none."""
         return self.get_runner().get_run(run_id)
 
-    def provider_config(self, config: OpenAIProviderConfig) -> OpenAIProviderConfig:
+    def provider_config(self, config: ConfigT) -> ConfigT:
         """``config`` with this resource's ``api_key`` and ``base_url`` filled in (a value
         set on the resource wins; the key is excluded from everything a run stores)."""
         updates: dict[str, Any] = {}
@@ -103,31 +108,17 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]
             self._runner = None
 
     def _open_storage(self) -> Storage:
-        location = self.storage.strip()
-        if not location:
-            raise ConfigurationError("BatchorResource.storage must name a SQLite file or a DSN")
-        if location == "memory":
+        if self.storage.strip() == "memory":
             raise ConfigurationError(
                 "BatchorResource.storage cannot be 'memory': the sensor and the assets run in "
-                "different processes and must share one durable storage; use a SQLite path"
+                "different processes and must share one durable storage; use a SQLite file"
             )
-        if location.startswith(_POSTGRES_PREFIXES):
-            if self.artifact_root is None:
-                raise ConfigurationError(
-                    "BatchorResource.artifact_root is required with PostgreSQL storage: a "
-                    "directory or object-store URL every worker can reach"
-                )
-            return PostgresStorage(location)
-        if "://" in location:
+        if self.artifact_root is None and self.storage.strip().startswith("postgres"):
             raise ConfigurationError(
-                "BatchorResource.storage must be a SQLite file path or a postgresql:// DSN, "
-                f"got a URL with scheme {location.split('://', 1)[0]!r}"
+                "BatchorResource.artifact_root is required with PostgreSQL storage: a "
+                "directory or object-store URL every worker can reach"
             )
-        return SQLiteStorage(path=location)
-
-    def _artifact_store(self) -> ArtifactStore | None:
-        if self.artifact_root is None:
-            return None
-        if "://" in self.artifact_root:
-            return FsspecArtifactStore(self.artifact_root)
-        return LocalArtifactStore(self.artifact_root)
+        try:
+            return open_storage(self.storage)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"BatchorResource.storage: {exc}") from None

@@ -9,16 +9,23 @@ A run is not requested when its results were already written, when a newer
 submission of its partition replaced it, or while a Dagster run that includes
 the results asset is queued or running (it is looked at again next tick).
 
+Each stepped run whose progress changed since the last tick is recorded as an
+``AssetObservation`` of the submit asset (of its partition) with
+:func:`~batchor_dagster.metadata.progress_metadata`: the asset's page in the
+UI plots items by status, batches, tokens, cost and percent terminal.
+
 The cursor is JSON: ``{"after_storage_id": int | null, "in_flight": [[run_id,
-partition_key | null], ...]}``.
+partition_key | null], ...], "observed": {run_id: progress digest}}``.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import (
     AssetKey,
+    AssetObservation,
     AssetRecordsFilter,
     DagsterInstance,
     DagsterRunStatus,
@@ -34,10 +41,12 @@ from dagster import (
 
 from batchor import RunNotFoundError, RunSummary
 from batchor_dagster.materializations import (
+    RUN_ID_METADATA_KEY,
     RUN_ID_TAG,
     latest_run_id,
     run_id_of,
 )
+from batchor_dagster.metadata import progress_metadata
 from batchor_dagster.resource import BatchorResource
 
 SUBMISSIONS_PER_TICK = 100
@@ -60,6 +69,8 @@ class SensorCursor:
 
     after_storage_id: int | None = None
     in_flight: list[tuple[str, str | None]] = field(default_factory=list)
+    observed: dict[str, str] = field(default_factory=dict)
+    """The progress digest of each run's last observation (see :func:`progress_digest`)."""
 
     @classmethod
     def parse(cls, text: str | None) -> "SensorCursor":
@@ -69,13 +80,29 @@ class SensorCursor:
         return cls(
             after_storage_id=data.get("after_storage_id"),
             in_flight=[(str(run_id), partition) for run_id, partition in data.get("in_flight", [])],
+            observed={str(key): str(value) for key, value in data.get("observed", {}).items()},
         )
 
     def dumps(self) -> str:
+        driven = {run_id for run_id, _partition in self.in_flight}
         return json.dumps(
-            {"after_storage_id": self.after_storage_id, "in_flight": self.in_flight},
+            {
+                "after_storage_id": self.after_storage_id,
+                "in_flight": self.in_flight,
+                "observed": {
+                    run_id: digest for run_id, digest in self.observed.items() if run_id in driven
+                },
+            },
             separators=(",", ":"),
         )
+
+    def changed(self, run_id: str, summary: RunSummary) -> bool:
+        """Whether ``summary`` differs from the run's last observation (and remember it)."""
+        digest = progress_digest(summary)
+        if self.observed.get(run_id) == digest:
+            return False
+        self.observed[run_id] = digest
+        return True
 
     def track(self, run_id: str, partition_key: str | None) -> list[str]:
         """Drive ``run_id`` for its partition from now on; returns the runs of the same
@@ -128,6 +155,7 @@ def build_batchor_sensor(
         _track_new_submissions(context, submit_key, cursor)
 
         requests: list[RunRequest] = []
+        observations: list[AssetObservation] = []
         notes: list[str] = []
         selected = cursor.in_flight[:runs_per_tick]
         still_in_flight: list[tuple[str, str | None]] = []
@@ -146,6 +174,14 @@ def build_batchor_sensor(
                 notes.append(f"{where}: step failed ({type(exc).__name__})")
                 still_in_flight.append((run_id, partition))
                 continue
+            if cursor.changed(run_id, summary):
+                observations.append(
+                    AssetObservation(
+                        asset_key=submit_key,
+                        partition=partition,
+                        metadata={RUN_ID_METADATA_KEY: run_id, **progress_metadata(summary)},
+                    )
+                )
             if not summary.status.is_terminal:
                 notes.append(f"{where}: {_progress(summary)}")
                 still_in_flight.append((run_id, partition))
@@ -175,8 +211,14 @@ def build_batchor_sensor(
         cursor.in_flight = cursor.in_flight[len(selected) :] + still_in_flight
 
         if requests:
-            return SensorResult(run_requests=requests, cursor=cursor.dumps())
-        return SensorResult(skip_reason=_skip_reason(cursor, notes), cursor=cursor.dumps())
+            return SensorResult(
+                run_requests=requests, asset_events=observations, cursor=cursor.dumps()
+            )
+        return SensorResult(
+            skip_reason=_skip_reason(cursor, notes),
+            asset_events=observations,
+            cursor=cursor.dumps(),
+        )
 
     return batchor_sensor
 
@@ -217,6 +259,12 @@ def _results_run_in_progress(
         if partition is None or run.tags.get(PARTITION_TAG) == partition:
             return True
     return False
+
+
+def progress_digest(summary: RunSummary) -> str:
+    """12 hex digits that change when the run makes progress (not with the clock)."""
+    text = repr([*summary.progress_key(), summary.input_tokens, summary.output_tokens])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _results_run_config(op_name: str, run_id: str) -> dict[str, Any]:

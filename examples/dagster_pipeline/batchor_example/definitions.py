@@ -6,13 +6,17 @@ default 8765) when nothing answers there. Everything it writes (runs, artifacts,
 Parquet results, the server's batches) goes under ``BATCHOR_EXAMPLE_HOME``,
 default ``.dagster/`` at the repository root.
 
-Two pipelines:
+Three pipelines, two declared in Python with ``batchor_assets`` and one in YAML
+with ``BatchorComponent`` (``defs/ticket_routing/defs.yaml``, loaded with
+``load_from_defs_folder``):
 
 - ``support`` group: ``support_tickets`` (a pyarrow Table) -> ``ticket_triage_batch``
   (starts the batchor run) -> ``ticket_triage_results`` (Parquet, written when the
   run is terminal) -> ``triage_summary``;
 - ``support_by_region`` group: ``regional_tickets`` (a JSONL file per region
-  partition) -> ``regional_triage_batch`` -> ``regional_triage_results``.
+  partition) -> ``regional_triage_batch`` -> ``regional_triage_results``;
+- ``support_routing`` group (YAML): ``support_tickets`` -> ``ticket_routing_batch``
+  -> ``ticket_routing_results``.
 
 To use OpenAI instead, drop ``base_url`` and the server fields and pass
 ``api_key=EnvVar("OPENAI_API_KEY")`` to :class:`~batchor_dagster.BatchorResource`.
@@ -31,6 +35,7 @@ from dagster import (
     StaticPartitionsDefinition,
     asset,
     in_process_executor,
+    load_from_defs_folder,
 )
 
 from batchor import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
@@ -129,30 +134,39 @@ def triage_summary(context: AssetExecutionContext, ticket_triage_results: pa.Tab
     return summary
 
 
-defs = Definitions(
-    assets=[
-        support_tickets,
-        *ticket_triage.assets,
-        triage_summary,
-        regional_tickets,
-        *regional_triage.assets,
-    ],
-    sensors=[ticket_triage.sensor, regional_triage.sensor],
-    jobs=[batchor_run_control_job],
-    # Every step here is light: one process per run starts faster than one per step.
-    executor=in_process_executor,
-    resources={
-        "batchor": LocalServerBatchorResource(
-            storage=str(EXAMPLE_HOME / "runs.sqlite3"),
-            artifact_root=str(EXAMPLE_HOME / "artifacts"),
-            # The local server accepts any key; with OpenAI use EnvVar("OPENAI_API_KEY").
-            api_key="sk-local-example",
-            base_url=f"http://127.0.0.1:{SERVER_PORT}/v1",
-            server_port=SERVER_PORT,
-            server_data_dir=str(EXAMPLE_HOME / "local-openai"),
-        ),
-        "batchor_parquet_io_manager": BatchorParquetIOManager(
-            base_dir=str(EXAMPLE_HOME / "parquet")
-        ),
-    },
+def python_definitions() -> Definitions:
+    """The jobs declared in Python, with the resources the YAML jobs use too."""
+    return Definitions(
+        assets=[
+            support_tickets,
+            *ticket_triage.assets,
+            triage_summary,
+            regional_tickets,
+            *regional_triage.assets,
+        ],
+        sensors=[ticket_triage.sensor, regional_triage.sensor],
+        jobs=[batchor_run_control_job],
+        # Every step here is light: one process per run starts faster than one per step.
+        executor=in_process_executor,
+        resources={
+            "batchor": LocalServerBatchorResource(
+                storage=str(EXAMPLE_HOME / "runs.sqlite3"),
+                artifact_root=str(EXAMPLE_HOME / "artifacts"),
+                # The local server accepts any key; with OpenAI use EnvVar("OPENAI_API_KEY").
+                api_key="sk-local-example",
+                base_url=f"http://127.0.0.1:{SERVER_PORT}/v1",
+                server_port=SERVER_PORT,
+                server_data_dir=str(EXAMPLE_HOME / "local-openai"),
+            ),
+            "batchor_parquet_io_manager": BatchorParquetIOManager(
+                base_dir=str(EXAMPLE_HOME / "parquet")
+            ),
+        },
+    )
+
+
+# The YAML jobs in defs/ use the resources bound above (the `batchor` resource and
+# the Parquet IO manager): a component without `storage:` binds none of its own.
+defs = Definitions.merge(
+    python_definitions(), load_from_defs_folder(path_within_project=Path(__file__).parent)
 )

@@ -28,6 +28,13 @@ class TicketTriage(BaseModel):
     summary: str
 
 
+class TicketRouting(BaseModel):
+    """Where a ticket goes (the YAML job's structured output)."""
+
+    team: Literal["payments", "logistics", "customer care", "engineering"]
+    needs_human_reply: bool
+
+
 def ticket_rows(count: int, *, region: str | None = None) -> list[dict[str, object]]:
     """``count`` deterministic tickets (the same every time, so resubmitting resumes)."""
     prefix = f"{region}-" if region else ""

@@ -27,7 +27,7 @@ from batchor.cli.display import (
     note,
     summary_record,
 )
-from batchor.cli.inputs import CSV_ENCODING, PromptBuilder, open_source, prompt_fingerprint
+from batchor.cli.inputs import CSV_ENCODING, open_source, prompt_builder, prompt_fingerprint
 from batchor.cli.settings import (
     API_KEY_ENV,
     ARTIFACTS_ENV,
@@ -317,7 +317,7 @@ def build_job(
         raise typer.BadParameter(
             f"must be a positive number of USD, got {cost_limit:g}", param_hint="'--cost-limit'"
         )
-    prompt = PromptBuilder.from_options(prompt_column, prompt_template, system_prompt)
+    prompt = prompt_builder(prompt_column, prompt_template, system_prompt)
     output_model = None if structured_output is None else load_output_model(structured_output)
     return BatchJob(
         items=open_source(inputs, id_column, prompt, encoding),

@@ -16,8 +16,6 @@ import codecs
 import csv
 import hashlib
 import json
-import re
-import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
+import batchor.prompts
 from batchor.errors import ConfigurationError
+from batchor.prompts import PromptBuilder
 from batchor.sources import (
     CheckpointedItemSource,
     CompositeItemSource,
@@ -35,58 +35,26 @@ from batchor.sources import (
     file_source,
 )
 from batchor.sources.csv_file import allow_large_fields, decoding_problem
-from batchor.types import BatchItem, PromptParts
 
 CSV_ENCODING = "utf-8-sig"
 """UTF-8, with or without the byte-order mark spreadsheet programs write."""
 
 _MAX_LISTED_COLUMNS = 12
 
-MAX_TEMPLATE_WIDTH = 10_000
-"""The largest width or precision a ``--prompt-template`` field may ask for
-(``{text:>80}``, ``{score:.3f}``): a format spec can otherwise make one row's
-prompt as large as memory allows."""
 
-
-@dataclass(frozen=True, slots=True)
-class PromptBuilder:
-    """``build_prompt`` for a CLI run: a prompt column or a ``str.format`` template.
-
-    ``fields`` are the payload columns the prompt reads. In a template, a
-    missing value (``None``) renders as an empty string.
-    """
-
-    fields: tuple[str, ...]
-    prompt_column: str | None = None
-    template: str | None = None
-    system_prompt: str | None = None
-
-    @classmethod
-    def from_options(
-        cls, prompt_column: str | None, template: str | None, system_prompt: str | None
-    ) -> PromptBuilder:
-        """The builder for ``--prompt-column`` / ``--prompt-template`` (exactly one)."""
-        if (prompt_column is None) == (template is None):
-            raise typer.BadParameter(
-                "give exactly one of --prompt-column COLUMN or --prompt-template TEXT",
-                param_hint="'--prompt-column' / '--prompt-template'",
-            )
-        if prompt_column is not None:
-            return cls((prompt_column,), prompt_column=prompt_column, system_prompt=system_prompt)
-        assert template is not None
-        return cls(template_fields(template), template=template, system_prompt=system_prompt)
-
-    def __call__(self, item: BatchItem) -> PromptParts:
-        values: Mapping[str, Any] = item.payload
-        if self.prompt_column is not None:
-            value = values[self.prompt_column]
-            prompt = "" if value is None else str(value)
-        else:
-            assert self.template is not None
-            prompt = self.template.format_map(
-                {name: "" if value is None else value for name, value in values.items()}
-            )
-        return PromptParts(prompt=prompt, system_prompt=self.system_prompt)
+def prompt_builder(
+    prompt_column: str | None, template: str | None, system_prompt: str | None
+) -> PromptBuilder:
+    """The builder for ``--prompt-column`` / ``--prompt-template`` (exactly one)."""
+    if (prompt_column is None) == (template is None):
+        raise typer.BadParameter(
+            "give exactly one of --prompt-column COLUMN or --prompt-template TEXT",
+            param_hint="'--prompt-column' / '--prompt-template'",
+        )
+    if prompt_column is not None:
+        return PromptBuilder.from_column(prompt_column, system_prompt)
+    assert template is not None
+    return PromptBuilder(template_fields(template), template=template, system_prompt=system_prompt)
 
 
 def prompt_fingerprint(id_column: str, prompt: PromptBuilder) -> str:
@@ -98,54 +66,11 @@ def prompt_fingerprint(id_column: str, prompt: PromptBuilder) -> str:
 
 
 def template_fields(template: str) -> tuple[str, ...]:
-    """The column names a ``str.format`` template refers to, in order of appearance.
-
-    ``{text}``, ``{score:.2f}`` and ``{text!r}`` are fine; positional fields
-    (``{}``, ``{0}``) are not, since rows are looked up by column name, nor are
-    fields inside a format spec (``{text:>{width}}``) or a width or precision above
-    :data:`MAX_TEMPLATE_WIDTH`.
-    """
-    problem = "'--prompt-template'"
+    """:func:`batchor.prompts.template_fields`, as a usage error of ``--prompt-template``."""
     try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise typer.BadParameter(
-            f"not a valid template ({exc}); write a literal brace as {{{{ or }}}}",
-            param_hint=problem,
-        ) from None
-    fields: list[str] = []
-    for _literal, field_name, spec, _conversion in parsed:
-        if field_name is None:
-            continue
-        _check_format_spec(field_name, spec or "")
-        name = field_name.split(".", 1)[0].split("[", 1)[0]
-        if not name or name.isdigit():
-            raise typer.BadParameter(
-                f"{{{field_name}}} is positional; name a column instead, e.g. {{text}}",
-                param_hint=problem,
-            )
-        if name not in fields:
-            fields.append(name)
-    return tuple(fields)
-
-
-def _check_format_spec(field_name: str, spec: str) -> None:
-    """A usage error for a format spec that is computed from the data or that asks
-    for more than :data:`MAX_TEMPLATE_WIDTH` characters."""
-    problem = "'--prompt-template'"
-    if "{" in spec:
-        raise typer.BadParameter(
-            f"{{{field_name}:{spec}}} takes its format from another field; write the width "
-            "or precision as a number",
-            param_hint=problem,
-        )
-    numbers = [int(digits) for digits in re.findall(r"\d+", spec)]
-    if numbers and max(numbers) > MAX_TEMPLATE_WIDTH:
-        raise typer.BadParameter(
-            f"{{{field_name}:{spec}}} asks for {max(numbers):,} characters; a width or "
-            f"precision may be at most {MAX_TEMPLATE_WIDTH:,}",
-            param_hint=problem,
-        )
+        return batchor.prompts.template_fields(template)
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--prompt-template'") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""The example's defs folder: batch jobs declared in YAML (see ``ticket_routing/defs.yaml``)."""
