@@ -19,6 +19,8 @@ from cli_kit import (
     write_parquet,
 )
 
+from batchor.testing import LocalBatchServer
+
 
 @pytest.mark.slow
 def test_parquet_input_round_trips_through_start_wait_and_results(cli: Cli) -> None:
@@ -114,3 +116,42 @@ def test_plan_prints_the_estimate_and_starts_nothing(cli: Cli) -> None:
     assert estimate["estimated_cost_usd"] > 0 and estimate["output_tokens_assumed"] is True
     assert json.loads(estimate["first_request_line"])["custom_id"] == "t0"
     assert listed.json() == []
+
+
+@pytest.mark.slow
+def test_another_provider_runs_from_the_command_line_with_its_own_variables(
+    cli: Cli, server: LocalBatchServer
+) -> None:
+    write_csv(cli.cwd / "tickets.csv", tickets(3))
+    gemini = cli.without_env("OPENAI_API_KEY", "OPENAI_BASE_URL").with_env(
+        GEMINI_API_KEY="gemini-test-key", GEMINI_BASE_URL=server.gemini_url
+    )
+
+    started = gemini(
+        "start", "tickets.csv",
+        "--provider", "gemini",
+        "--id-column", "id",
+        "--prompt-column", "text",
+        "--model", "gemini-2.5-flash",
+        "--wait", "--poll-interval", "0.05", "--json",
+    )  # fmt: skip
+    refused = gemini(
+        "start",
+        "tickets.csv",
+        "--provider",
+        "gemini",
+        "--id-column",
+        "id",
+        "--prompt-column",
+        "text",
+        "--model",
+        "m",
+        "--endpoint",
+        "/v1/embeddings",
+    )
+    listed = gemini("runs")
+
+    assert started.code == 0, started
+    assert started.json()["provider"] == "gemini" and started.json()["completed_items"] == 3
+    assert refused.code == 2 and "gemini takes no --endpoint" in refused.stderr
+    assert " gemini " in listed.stdout.splitlines()[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import secrets
 import shutil
 import tempfile
@@ -52,7 +53,10 @@ class BatchRunner:
     the SQLite file (a temporary directory for memory storage). ``api_key``
     overrides the key used to drive rehydrated runs (else ``$OPENAI_API_KEY``) and
     ``base_url`` the API address they were started with (e.g. a proxy moved).
-    ``lease_ttl`` is how long, in seconds, a run stays leased to this runner's
+    ``base_url_from_environment`` lets each run's provider variable
+    (``$OPENAI_BASE_URL``, ``$GEMINI_BASE_URL``...) win over the stored address too,
+    as the command line does. ``lease_ttl`` is how long, in seconds, a run stays
+    leased to this runner's
     process after its last sign of life; another process takes the run over
     only once that has passed (or at once if it sees the holder's pid is dead
     on the same host). It must exceed the longest step.
@@ -65,6 +69,7 @@ class BatchRunner:
         *,
         api_key: str | None = None,
         base_url: str | None = None,
+        base_url_from_environment: bool = False,
         clock: Clock | None = None,
         lease_ttl: float = LEASE_TTL_SECONDS,
     ) -> None:
@@ -98,6 +103,7 @@ class BatchRunner:
             base_url, url_key = without_credentials(base_url)
         self._api_key = api_key or url_key
         self._base_url = base_url
+        self._base_url_from_environment = base_url_from_environment
         self._owner = new_lease_owner()
         self.lease_ttl = lease_ttl
 
@@ -229,11 +235,21 @@ class BatchRunner:
         ]
 
     def _stored_config(self, record: RunRecord) -> RunConfig:
-        """The run's stored config, pointed at this runner's ``base_url`` if it has one."""
+        """The run's stored config, pointed at this runner's ``base_url`` if it has one
+        (or, with ``base_url_from_environment``, at the address in the run's provider's
+        environment variable, e.g. ``$GEMINI_BASE_URL`` for a Gemini run)."""
         config = RunConfig.from_json(record.config)
-        if self._base_url is None:
+        base_url = self._base_url
+        variable = config.provider.BASE_URL_ENV
+        if base_url is None and self._base_url_from_environment and variable:
+            base_url = os.environ.get(variable) or None
+        if base_url is None:
             return config
-        provider = config.provider.model_copy(update={"base_url": self._base_url})
+        base_url, url_key = without_credentials(base_url)
+        updates: dict[str, str] = {"base_url": base_url}
+        if url_key and self._api_key is None:
+            self._api_key = url_key
+        provider = config.provider.model_copy(update=updates)
         return config.model_copy(update={"provider": provider})
 
     def _run(

@@ -29,9 +29,7 @@ from batchor.cli.display import (
 )
 from batchor.cli.inputs import CSV_ENCODING, open_source, prompt_builder, prompt_fingerprint
 from batchor.cli.settings import (
-    API_KEY_ENV,
     ARTIFACTS_ENV,
-    BASE_URL_ENV,
     STORAGE_ENV,
     load_env_file,
     open_runner,
@@ -49,7 +47,9 @@ from batchor.errors import (
     StorageError,
 )
 from batchor.job import BatchJob
-from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
+from batchor.providers import PROVIDER_CONFIGS, provider_config_class
+from batchor.providers.base import ProviderConfig
+from batchor.providers.openai import OpenAIEnqueueLimitConfig
 from batchor.results import RunControlState, RunStatus, RunSummary, TerminalResultsExport
 from batchor.run import Run
 from batchor.runner import BatchRunner, new_run_id
@@ -71,6 +71,13 @@ class ExitCode(IntEnum):
     """The provider, the storage or the file system failed."""
     INTERRUPTED = 130
     """Ctrl-C (a run being started or watched can be resumed)."""
+
+
+class Provider(StrEnum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+    AZURE = "azure"
 
 
 class Endpoint(StrEnum):
@@ -171,11 +178,9 @@ BaseUrlOption = Annotated[
     str | None,
     typer.Option(
         "--base-url",
-        envvar=BASE_URL_ENV,
         metavar="URL",
-        show_default="the URL stored with the run",
-        help="OpenAI-compatible API address to reach the provider through; wins over the "
-        "one stored with the run.",
+        show_default="the provider's variable, e.g. $OPENAI_BASE_URL, else the run's",
+        help="API address to reach the provider through; wins over the one stored with the run.",
     ),
 ]
 ResultsFileOption = Annotated[
@@ -265,8 +270,21 @@ StructuredOutputOption = Annotated[
         "directory is on the import path).",
     ),
 ]
+ProviderOption = Annotated[
+    Provider,
+    typer.Option(
+        "--provider",
+        help="Whose batch API runs it; the key comes from its variable (OPENAI_API_KEY, "
+        "ANTHROPIC_API_KEY, GEMINI_API_KEY, AZURE_OPENAI_API_KEY with AZURE_OPENAI_ENDPOINT).",
+    ),
+]
 EndpointOption = Annotated[
-    Endpoint, typer.Option("--endpoint", help="OpenAI endpoint each request calls.")
+    Endpoint | None,
+    typer.Option(
+        "--endpoint",
+        show_default="/v1/responses (azure: /v1/chat/completions)",
+        help="OpenAI or Azure endpoint each request calls.",
+    ),
 ]
 EnqueuedTokenLimitOption = Annotated[
     int | None,
@@ -306,7 +324,8 @@ def build_job(
     prompt_template: str | None,
     system_prompt: str | None,
     structured_output: str | None,
-    endpoint: Endpoint,
+    provider: Provider,
+    endpoint: Endpoint | None,
     enqueued_token_limit: int | None,
     cost_limit: float | None,
     encoding: str,
@@ -322,7 +341,7 @@ def build_job(
     return BatchJob(
         items=open_source(inputs, id_column, prompt, encoding),
         build_prompt=prompt,
-        provider_config=provider_config(model, endpoint, enqueued_token_limit, base_url),
+        provider_config=provider_config(provider, model, endpoint, enqueued_token_limit, base_url),
         structured_output=output_model,
         batch_metadata={PROMPT_FINGERPRINT_KEY: prompt_fingerprint(id_column, prompt)},
         cost_limit_usd=cost_limit,
@@ -339,7 +358,8 @@ def start(
     system_prompt: SystemPromptOption = None,
     encoding: EncodingOption = CSV_ENCODING,
     structured_output: StructuredOutputOption = None,
-    endpoint: EndpointOption = Endpoint.RESPONSES,
+    provider: ProviderOption = Provider.OPENAI,
+    endpoint: EndpointOption = None,
     enqueued_token_limit: EnqueuedTokenLimitOption = None,
     cost_limit: CostLimitOption = None,
     run_id: Annotated[
@@ -383,6 +403,7 @@ def start(
         prompt_template=prompt_template,
         system_prompt=system_prompt,
         structured_output=structured_output,
+        provider=provider,
         endpoint=endpoint,
         enqueued_token_limit=enqueued_token_limit,
         cost_limit=cost_limit,
@@ -425,7 +446,8 @@ def plan(
     prompt_template: PromptTemplateOption = None,
     system_prompt: SystemPromptOption = None,
     structured_output: StructuredOutputOption = None,
-    endpoint: EndpointOption = Endpoint.RESPONSES,
+    provider: ProviderOption = Provider.OPENAI,
+    endpoint: EndpointOption = None,
     enqueued_token_limit: EnqueuedTokenLimitOption = None,
     cost_limit: CostLimitOption = None,
     encoding: EncodingOption = CSV_ENCODING,
@@ -448,6 +470,7 @@ def plan(
         prompt_template=prompt_template,
         system_prompt=system_prompt,
         structured_output=structured_output,
+        provider=provider,
         endpoint=endpoint,
         enqueued_token_limit=enqueued_token_limit,
         cost_limit=cost_limit,
@@ -480,21 +503,42 @@ def load_output_model(reference: str) -> type[BaseModel]:
 
 
 def provider_config(
-    model: str, endpoint: Endpoint, enqueued_token_limit: int | None, base_url: str | None
-) -> OpenAIProviderConfig:
+    provider: Provider,
+    model: str,
+    endpoint: Endpoint | None,
+    enqueued_token_limit: int | None,
+    base_url: str | None,
+) -> ProviderConfig:
     """The provider settings of a CLI run. The key stays in the environment (the
-    provider reads it); ``--base-url`` / ``$OPENAI_BASE_URL`` is stored with the run
-    when set (without any credentials it holds)."""
-    require_api_key()
-    base_url = base_url or None
-    return OpenAIProviderConfig(
-        model=model,
-        endpoint=endpoint.value,
-        enqueue_limits=None
-        if enqueued_token_limit is None
-        else OpenAIEnqueueLimitConfig(enqueued_token_limit=enqueued_token_limit),
-        **({} if base_url is None else {"base_url": base_url}),
+    provider reads it from its own variables); ``--base-url``, else the provider's
+    address variable (``$OPENAI_BASE_URL``, ``$GEMINI_BASE_URL``...), is stored with
+    the run when set (without any credentials it holds)."""
+    config_class = provider_config_class(provider.value)
+    require_api_key(config_class)
+    settings: dict[str, object] = {"model": model}
+    base_url = base_url or (
+        os.environ.get(config_class.BASE_URL_ENV) if config_class.BASE_URL_ENV else None
     )
+    if base_url:
+        settings["base_url"] = base_url
+    if endpoint is not None:
+        if "endpoint" not in config_class.model_fields:
+            raise typer.BadParameter(
+                f"{provider.value} takes no --endpoint (it is for openai and azure)",
+                param_hint="'--endpoint'",
+            )
+        settings["endpoint"] = endpoint.value
+    if enqueued_token_limit is not None:
+        if provider is Provider.ANTHROPIC:
+            raise typer.BadParameter(
+                "Anthropic's queue limit counts requests, not tokens; batchor learns it "
+                "from the provider's refusals",
+                param_hint="'--enqueued-token-limit'",
+            )
+        settings["enqueue_limits"] = OpenAIEnqueueLimitConfig(
+            enqueued_token_limit=enqueued_token_limit
+        )
+    return config_class(**settings)
 
 
 def _ingestion_plan(runner: BatchRunner, run_id: str, job: BatchJob, input_count: int) -> str:
@@ -595,7 +639,7 @@ def _wait_and_report(
     run: Run, timeout: float | None, poll_interval: float | None, json_output: bool
 ) -> None:
     if not run.status.is_terminal:
-        require_api_key()
+        require_api_key(run.config.provider)
     summary = run.summary()
     try:
         with WaitProgress() as progress:
@@ -872,7 +916,7 @@ def cancel(
     """
     run = open_run(storage, artifacts, run_id, base_url)
     if remote:
-        require_api_key()
+        require_api_key(run.config.provider)
     run.cancel(remote=remote)
     _report_control(
         run,
@@ -964,9 +1008,11 @@ def _error_line(message: str) -> str:
     """``Error: message`` on one line, with the API key (should a message ever hold
     it) masked."""
     line = " ".join(message.split())
-    key = os.environ.get(API_KEY_ENV)
-    if key and len(key) >= 8:
-        line = line.replace(key, "***")
+    for config in PROVIDER_CONFIGS.values():
+        for variable in config.API_KEY_ENVS:
+            key = os.environ.get(variable)
+            if key and len(key) >= 8:
+                line = line.replace(key, "***")
     return f"Error: {line}"
 
 

@@ -19,6 +19,7 @@ import typer
 
 from batchor.artifacts.local import LocalArtifactStore
 from batchor.errors import ConfigurationError
+from batchor.providers.base import ProviderConfig
 from batchor.runner import BatchRunner
 from batchor.storage import Storage
 from batchor.storage import open_storage as core_open_storage
@@ -103,12 +104,16 @@ def open_runner(
         storage=open_storage(storage_url),
         artifact_store=None if artifacts is None else LocalArtifactStore(artifacts),
         base_url=base_url or None,
+        base_url_from_environment=True,
     )
 
 
-def require_api_key() -> None:
-    """A clear usage error, before any work, when no API key is configured."""
-    if not os.environ.get(API_KEY_ENV):
+def require_api_key(config: ProviderConfig | type[ProviderConfig]) -> None:
+    """A clear usage error, before any work, when no API key for the provider is in
+    the environment (the variables its config reads, e.g. ``$OPENAI_API_KEY``)."""
+    variables = config.API_KEY_ENVS
+    if variables and not any(os.environ.get(name) for name in variables):
         raise ConfigurationError(
-            f"no OpenAI API key: set {API_KEY_ENV} in the environment or in ./.env"
+            f"no {config.DISPLAY_NAME} API key: set {' or '.join(variables)} in the "
+            "environment or in ./.env"
         )

@@ -372,6 +372,12 @@ class ProviderConfig(FrozenConfig):
     )
     DEFAULT_PRICES: ClassVar[Mapping[str, ModelPrice]] = {}
     """The provider's batch prices by model-name prefix."""
+    DISPLAY_NAME: ClassVar[str] = "the provider"
+    """The provider's name in messages."""
+    API_KEY_ENVS: ClassVar[tuple[str, ...]] = ()
+    """Environment variables the API key is read from when none is given, in order."""
+    BASE_URL_ENV: ClassVar[str | None] = None
+    """Environment variable the API address is read from when none is given."""
 
     kind: str
     model: str = Field(min_length=1)

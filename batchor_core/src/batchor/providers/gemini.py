@@ -177,6 +177,10 @@ class GeminiProviderConfig(ProviderConfig):
         "api_version",
     )
 
+    DISPLAY_NAME: ClassVar[str] = "Gemini"
+    API_KEY_ENVS: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    BASE_URL_ENV: ClassVar[str | None] = "GEMINI_BASE_URL"
+
     kind: Literal["gemini"] = "gemini"
     api_version: str = Field(default=API_VERSION, pattern=r"^v\d+\w*$")
     max_requests_per_batch: int = Field(default=MAX_REQUESTS_PER_BATCH, ge=1)

@@ -214,6 +214,10 @@ class OpenAIProviderConfig(_OpenAIBatchApiConfig):
     deletes them itself once collected (see :class:`~batchor.ArtifactPolicy`).
     """
 
+    DISPLAY_NAME: ClassVar[str] = "OpenAI"
+    API_KEY_ENVS: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
+    BASE_URL_ENV: ClassVar[str | None] = "OPENAI_BASE_URL"
+
     kind: Literal["openai"] = "openai"
 
 
@@ -233,6 +237,9 @@ class AzureOpenAIProviderConfig(_OpenAIBatchApiConfig):
         "azure_endpoint",
         "api_version",
     )
+
+    DISPLAY_NAME: ClassVar[str] = "Azure OpenAI"
+    API_KEY_ENVS: ClassVar[tuple[str, ...]] = ("AZURE_OPENAI_API_KEY",)
 
     kind: Literal["azure"] = "azure"
     endpoint: OpenAIEndpoint = "/v1/chat/completions"
