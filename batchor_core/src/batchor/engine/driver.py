@@ -236,25 +236,21 @@ class RunDriver:
         )
 
     def _submit_new_batches(self, record: RunRecord) -> bool:
-        limits = self.planning_limits()
-        budget = limits.budget
-
-        def pack(pending: Iterator[PendingRequest], free: int | None) -> BatchPlan:
-            plan = pack_batch(
-                pending,
-                batch_limits(limits.provider, budget=budget, free_units=free),
-            )
-            return plan_for_budget(plan, budget)
-
+        """Plan and submit batches while items are pending. The limits are read again
+        for every batch: a provider that refuses a create (one that takes requests
+        inline) teaches a limit the next batch must keep, and a refusal for the
+        enqueued budget holds submissions for a while."""
         submitted = False
         while True:
+            limits = self.planning_limits()
+            budget = limits.budget
             batch = self.batches.reserve(
                 record.run_pk,
                 record.run_id,
                 model=self.config.provider.model,
                 budget_scope=self.config.provider.budget_scope,
                 budget_total=None if budget is None else budget.total,
-                pack=pack,
+                pack=_packer(limits),
                 max_candidates=limits.provider.max_requests_per_batch + 1_000,
                 oversize_error=(
                     "request_too_large",
@@ -267,7 +263,10 @@ class RunDriver:
             submitted = True
             self._finish_submission(record, batch)
             self._renew_lease(record)
-            if self._record().control_state is not RunControlState.RUNNING:
+            current = self._record()
+            if current.control_state is not RunControlState.RUNNING or (
+                current.next_submit_at is not None and current.next_submit_at > self.clock.now()
+            ):
                 return submitted
 
     def _finish_submission(self, record: RunRecord, batch: BatchRecord) -> bool:
@@ -276,8 +275,8 @@ class RunDriver:
         with tempfile.TemporaryDirectory(prefix="batchor-") as workdir:
             path = Path(workdir) / f"{record.run_id}-{batch.batch_number:06d}.jsonl"
             input_ref = batch.input_file_id
-            if batch.state is BatchState.PLANNED or input_ref is None:
-                self._write_batch_input(batch, path)
+            # written for every create: a provider taking requests inline reads them here
+            self._write_batch_input(batch, path)
             if batch.state is BatchState.PLANNED:
                 try:
                     input_ref = provider.upload_input(path)
@@ -294,6 +293,7 @@ class RunDriver:
                     batch_key=batch.local_key,
                     created_after=(batch.created_at or 0.0) - ADOPTION_WINDOW_SECONDS,
                     request_count=batch.request_count,
+                    input_ref=input_ref,
                 )
                 if adopted is not None:
                     self.batches.mark_submitted(
@@ -487,6 +487,18 @@ class RunDriver:
                     logger.warning(
                         "run %s: could not cancel %s: %s", self.run_id, batch.provider_batch_id, exc
                     )
+
+
+def _packer(limits: PlanningLimits) -> Callable[[Iterator[PendingRequest], int | None], BatchPlan]:
+    """The packing decision for :meth:`BatchStore.reserve` under ``limits``."""
+
+    def pack(pending: Iterator[PendingRequest], free: int | None) -> BatchPlan:
+        plan = pack_batch(
+            pending, batch_limits(limits.provider, budget=limits.budget, free_units=free)
+        )
+        return plan_for_budget(plan, limits.budget)
+
+    return pack
 
 
 def _adjacent_runs(spans: Iterable[tuple[int, int, int]]) -> Iterator[tuple[int, int, int]]:

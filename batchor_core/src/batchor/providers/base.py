@@ -187,10 +187,11 @@ class OutputKind(StrEnum):
 class BatchProvider(Protocol):
     """What the engine needs from a provider, for one model.
 
-    Submission is crash-safe in two steps: :meth:`upload_input` (nothing for
-    providers that take requests inline) and :meth:`create_batch`. The engine
-    records its intent before creating; after a crash it asks
-    :meth:`find_batch` for a batch it may already have created.
+    Submission is crash-safe in two steps: :meth:`upload_input` and
+    :meth:`create_batch`. The engine stores what :meth:`upload_input` returns, then
+    records its intent before creating; after a crash (or a create that failed
+    without saying whether it made the batch) it asks :meth:`find_batch` for a
+    batch it may already have created, giving it that stored reference too.
     """
 
     @property
@@ -209,7 +210,14 @@ class BatchProvider(Protocol):
     def build_request_line(self, custom_id: str, prompt: PromptParts) -> RequestLine: ...
 
     def upload_input(self, path: Path) -> str | None:
-        """Upload a batch's input file; the reference to create it from (or None)."""
+        """Upload a batch's input file; the reference to create it from (or None).
+
+        A provider that takes requests inline has nothing to upload; it may return
+        None, or a reference of its own that :meth:`find_batch` needs (Anthropic
+        notes the newest batch listed, to look no further back than it). Either
+        way the engine stores it before the create call and passes it to
+        :meth:`create_batch`, :meth:`find_batch` and :meth:`cleanup`; ``path`` is
+        written again for every create."""
         ...
 
     def create_batch(
@@ -217,9 +225,19 @@ class BatchProvider(Protocol):
     ) -> ProviderBatch: ...
 
     def find_batch(
-        self, *, batch_key: str, created_after: float, request_count: int
+        self,
+        *,
+        batch_key: str,
+        created_after: float,
+        request_count: int,
+        input_ref: str | None,
     ) -> ProviderBatch | None:
-        """The batch a crashed :meth:`create_batch` for ``batch_key`` may have made."""
+        """The batch a crashed :meth:`create_batch` for ``batch_key`` may have made, or
+        None if it made none. ``input_ref`` is what :meth:`upload_input` returned;
+        ``created_after`` a time (local clock, with a margin) before the create call.
+
+        A :class:`~batchor.TransientProviderError` means the provider cannot tell yet:
+        the batch stays "creating" and the engine asks again on a later step."""
         ...
 
     def get_batch(self, batch_id: str) -> ProviderBatch: ...

@@ -392,7 +392,12 @@ class OpenAIBatchProvider:
         return _provider_batch(batch)
 
     def find_batch(
-        self, *, batch_key: str, created_after: float, request_count: int
+        self,
+        *,
+        batch_key: str,
+        created_after: float,
+        request_count: int,
+        input_ref: str | None,
     ) -> ProviderBatch | None:
         """The newest batch whose metadata carries ``batch_key``, looking back no
         further than ``created_after``."""
