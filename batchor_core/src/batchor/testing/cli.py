@@ -485,7 +485,7 @@ def emulator(
             "--malform-line",
             metavar="CUSTOM_ID,...",
             help="Corrupt that request's output. Options: kind= (invalid-json-line, "
-            "invalid-reply-text, missing-line), times=.",
+            "invalid-reply-text, missing-line, unknown-custom-id), times=.",
         ),
     ] = None,
     malform_line_share: Annotated[

@@ -10,7 +10,7 @@ exactly how many times something goes wrong:
 * :meth:`Faults.fail_next_batch` / :meth:`Faults.expire_next_batch` - the next
   created batches end ``failed`` / ``expired``, optionally with partial results;
 * :meth:`Faults.malform_output` - a broken output line, reply text that is not JSON,
-  or no line at all.
+  no line at all, or a line for a custom id the batch does not have.
 
 Two faults hit a *share* of every batch instead, until :meth:`Faults.clear`:
 :meth:`Faults.fail_request_share` and :meth:`Faults.malform_output_share`. Which
@@ -297,6 +297,8 @@ class Faults:
         custom id as text). ``"invalid_reply_text"``: the line is fine but the reply
         text is not valid JSON, so it cannot satisfy a structured-output schema.
         ``"missing_line"``: the request is counted completed but its line is absent.
+        ``"unknown_custom_id"``: the line names a custom id the batch does not have (the
+        request's own with ``-unknown`` appended), so the request has no line of its own.
         """
         _check_kind(kind)
         _check_times(times)

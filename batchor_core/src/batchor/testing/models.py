@@ -12,10 +12,23 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MalformKind = Literal["invalid_json_line", "invalid_reply_text", "missing_line"]
+MalformKind = Literal[
+    "invalid_json_line", "invalid_reply_text", "missing_line", "unknown_custom_id"
+]
 """How :meth:`~batchor.testing.Faults.malform_output` corrupts a request's output."""
 
-MALFORM_KINDS: tuple[MalformKind, ...] = ("invalid_json_line", "invalid_reply_text", "missing_line")
+MALFORM_KINDS: tuple[MalformKind, ...] = (
+    "invalid_json_line",
+    "invalid_reply_text",
+    "missing_line",
+    "unknown_custom_id",
+)
+
+INVALID_REPLY_TEXT = 'Sorry, here is the JSON you asked for: {"unterminated": '
+"""Reply text written for ``malform_output(kind="invalid_reply_text")``: not JSON."""
+
+UNKNOWN_CUSTOM_ID_SUFFIX = "-unknown"
+"""Appended to a request's custom id by ``malform_output(kind="unknown_custom_id")``."""
 
 
 class BatchPace(BaseModel):
