@@ -33,6 +33,7 @@ from batchor.errors import (
     TransientProviderError,
 )
 from batchor.job import ArtifactPolicy, BatchJob, ChunkPolicy, RetryPolicy
+from batchor.providers.anthropic import AnthropicEnqueueLimitConfig, AnthropicProviderConfig
 from batchor.providers.base import ModelPrice, ProviderConfig
 from batchor.providers.openai import OpenAIEnqueueLimitConfig, OpenAIProviderConfig
 from batchor.results import (
@@ -80,6 +81,8 @@ from batchor.worker import WorkerReport, run_worker
 
 __all__ = [
     "LINEAGE_KEY",
+    "AnthropicEnqueueLimitConfig",
+    "AnthropicProviderConfig",
     "ArtifactExport",
     "ArtifactPolicy",
     "ArtifactPrune",

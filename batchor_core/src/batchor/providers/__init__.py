@@ -10,9 +10,12 @@ from typing import Annotated
 
 from pydantic import Field
 
+from batchor.providers.anthropic import AnthropicProviderConfig
 from batchor.providers.openai import OpenAIProviderConfig
 
-AnyProviderConfig = Annotated[OpenAIProviderConfig, Field(discriminator="kind")]
+AnyProviderConfig = Annotated[
+    OpenAIProviderConfig | AnthropicProviderConfig, Field(discriminator="kind")
+]
 """Any provider's settings, discriminated by ``kind``."""
 
 __all__ = ["AnyProviderConfig"]
