@@ -25,6 +25,7 @@ from batchor import (
     Tool,
 )
 
+
 @pytest.fixture
 def runner() -> BatchRunner:
     """The request's shape is the provider's business; one storage is enough."""
