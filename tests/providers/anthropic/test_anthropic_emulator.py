@@ -4,6 +4,10 @@ SDK expects it: plain SDK scripts, no batchor, on a manual clock."""
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -282,3 +286,24 @@ def test_credentials_come_as_x_api_key_or_bearer_with_a_version(tmp_path: Path) 
         status, body = raw_get(server, {"x-api-key": "sk-ant-right"})
         assert (status, body["error"]["type"]) == (400, "invalid_request_error")
         assert body["error"]["message"] == "anthropic-version: header is required"
+
+
+@pytest.mark.slow
+def test_the_command_line_serves_anthropic_with_its_limits(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "batchor.testing", "--port", "0"]
+    command += ["--data-dir", str(tmp_path / "served"), "--anthropic-queue-limit", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        announced = process.stdout.readline()
+        found = re.search(r"Anthropic at (http://127\.0\.0\.1:\d+)", announced)
+        assert found, announced
+        client = anthropic.Anthropic(api_key=API_KEY, base_url=found.group(1), max_retries=0)
+        with pytest.raises(anthropic.RateLimitError):
+            client.messages.batches.create(requests=[request(f"r{n}") for n in range(3)])  # type: ignore[misc]
+        assert (
+            client.messages.batches.create(requests=[request("r0")]).request_counts.processing == 1
+        )  # type: ignore[list-item]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
