@@ -15,7 +15,7 @@ from tests.docs_examples import DOCS, python_blocks, run_blocks
 
 from batchor.testing import LocalBatchServer
 
-PAGES = ["index.md", "python-api.md", "storage.md"]
+PAGES = ["index.md", "python-api.md", "storage.md", "providers.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)
