@@ -2,7 +2,7 @@
 
 The adapter uses the official ``anthropic`` SDK (the ``batchor-core[anthropic]``
 extra), imported on first use. Requests go inline: there is no file to upload,
-and ``create_batch`` posts the batch's stored request lines as
+and ``create_batch`` streams the batch's stored request lines as
 ``{"requests": [...]}``, joined as bytes rather than decoded and encoded again.
 
 **Custom ids.** Anthropic takes 1-64 characters of ``[A-Za-z0-9_-]``, and
@@ -49,7 +49,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, TypeVar
@@ -419,7 +419,7 @@ class AnthropicBatchProvider:
     ) -> ProviderBatch:
         """Post the request lines of ``path`` as one batch, each custom id behind the
         batch's tag. ``metadata`` has nowhere to go: Anthropic batches carry none."""
-        body = _batch_body(path, batch_tag(batch_key))
+        body = _BatchBody(path, batch_tag(batch_key))
 
         def create() -> MessageBatch:
             client = self._client
@@ -432,7 +432,12 @@ class AnthropicBatchProvider:
                 "/v1/messages/batches",
                 cast_to=Created,
                 content=body,
-                options={"headers": {"Content-Type": "application/json"}},
+                options={
+                    "headers": {
+                        "Content-Type": "application/json",
+                        "Content-Length": str(len(body)),
+                    }
+                },
             )
 
         return _provider_batch(_translated(create, creating=True))
@@ -543,25 +548,55 @@ def tag_of(custom_id: str | None) -> str | None:
     return custom_id[:TAG_CHARS]
 
 
-def _batch_body(path: Path, tag: str) -> bytes:
-    """``{"requests": [...]}`` from the request lines in ``path`` (one per line, each
-    starting ``{"custom_id":"``), each custom id behind ``tag``, without decoding them."""
-    prefix = _CUSTOM_ID_PREFIX + f"{tag}-".encode("ascii")
-    body = bytearray(b'{"requests":[')
-    separator = b""
-    with path.open("rb") as lines:
-        for line in lines:
-            line = line.rstrip(b"\r\n")
-            if not line:
-                continue
-            if not line.startswith(_CUSTOM_ID_PREFIX):
-                raise ItemBuildError(f"{path.name}: a request line does not start with custom_id")
-            body += separator
+class _BatchBody:
+    """``{"requests": [...]}`` streamed from the request lines in ``path`` (one per line,
+    each starting ``{"custom_id":"``), each custom id behind ``tag``: the lines are
+    joined as bytes, never decoded, and never all held in memory. ``len()`` is the
+    body's size, measured by a first read, so it is sent with a ``Content-Length``."""
+
+    _HEAD = b'{"requests":['
+    _CHUNK_BYTES = 1024 * 1024
+
+    def __init__(self, path: Path, tag: str) -> None:
+        self._path = path
+        self._prefix = _CUSTOM_ID_PREFIX + f"{tag}-".encode("ascii")
+        count = size = 0
+        for line in self._lines():
+            count += 1
+            size += len(line)
+        if count == 0:
+            raise ItemBuildError(f"{path.name}: a batch without requests")
+        extra = len(self._prefix) - len(_CUSTOM_ID_PREFIX)
+        self._size = len(self._HEAD) + size + count * extra + (count - 1) + 2
+
+    def _lines(self) -> Iterator[bytes]:
+        with self._path.open("rb") as lines:
+            for line in lines:
+                line = line.rstrip(b"\r\n")
+                if not line:
+                    continue
+                if not line.startswith(_CUSTOM_ID_PREFIX):
+                    raise ItemBuildError(
+                        f"{self._path.name}: a request line does not start with custom_id"
+                    )
+                yield line
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunk = bytearray(self._HEAD)
+        separator = b""
+        for line in self._lines():
+            chunk += separator
             separator = b","
-            body += prefix
-            body += memoryview(line)[len(_CUSTOM_ID_PREFIX) :]
-    body += b"]}"
-    return bytes(body)
+            chunk += self._prefix
+            chunk += memoryview(line)[len(_CUSTOM_ID_PREFIX) :]
+            if len(chunk) >= self._CHUNK_BYTES:
+                yield bytes(chunk)
+                chunk.clear()
+        chunk += b"]}"
+        yield bytes(chunk)
 
 
 # -- translating requests -----------------------------------------------------------------
