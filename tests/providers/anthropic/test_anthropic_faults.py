@@ -21,10 +21,11 @@ from batchor import (
     PromptParts,
     ProviderAuthenticationError,
     RetryPolicy,
+    Run,
     RunStatus,
 )
 from batchor.providers.anthropic import batch_tag
-from batchor.testing import AnthropicLimits, BatchPace, LocalBatchServer
+from batchor.testing import AnthropicLimits, BatchPace, LocalBatchServer, ManualClock
 
 
 class Label(BaseModel):
@@ -236,3 +237,34 @@ def test_cancel_with_remote_cancels_the_batch_at_anthropic(
         assert summary.status is RunStatus.CANCELLED
         assert (batch.status, batch.canceled) == ("ended", 10)
         assert {result.error.code for result in run.results() if result.error} == {"run_cancelled"}
+
+
+def test_the_queue_budget_is_shared_by_every_model_on_the_storage(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with LocalBatchServer(
+        clock=clock, pace=BatchPace(in_progress=10), data_dir=tmp_path / "shared"
+    ) as server:
+        runner = BatchRunner(storage="memory")
+        limits = AnthropicEnqueueLimitConfig(enqueued_request_limit=10)  # 7 at a time
+
+        def start(model: str) -> Run:
+            config = AnthropicProviderConfig(
+                model=model, api_key=API_KEY, base_url=server.url, enqueue_limits=limits
+            )
+            return runner.start(job(config, count=6))
+
+        haiku, sonnet = start("claude-haiku-4-5"), start("claude-sonnet-4-5")
+        haiku.refresh()
+        sonnet.refresh()  # 6 of the 7 are Haiku's: Sonnet may send one request
+        in_queue = {b.models[0]: b.request_count for b in server.anthropic.batches.values()}
+        assert in_queue == {"claude-haiku-4-5": 6, "claude-sonnet-4-5": 1}
+
+        while not (haiku.status.is_terminal and sonnet.status.is_terminal):
+            clock.advance(10)
+            haiku.refresh()
+            sonnet.refresh()
+        assert server.counters.max_queued_requests_seen == 7
+        assert server.counters.requests_executed == {
+            "claude-haiku-4-5": 6,
+            "claude-sonnet-4-5": 6,
+        }

@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -206,7 +207,8 @@ class AnthropicProviderConfig(ProviderConfig):
     def budget_scope(self) -> str:
         """Anthropic's processing queue is shared by every model of a workspace, so the
         scope is the provider and the host, without the model."""
-        return super().budget_scope.rpartition(":")[0] + ":*"
+        host = urlsplit(self.base_url).hostname if self.base_url else None
+        return f"{self.kind}:{host or 'default'}:*"
 
     def output_schema(self, model: type[BaseModel]) -> dict[str, Any]:
         return anthropic_json_schema(model)
@@ -469,6 +471,8 @@ class AnthropicBatchProvider:
                     continue
                 if batch.processing_status != "ended":
                     undecided.append(batch.id)
+                elif batch.results_url is None:
+                    continue  # its results are archived: it is weeks old, and not this one
                 elif tag_of(self._first_custom_id(batch.id)) == tag:
                     return _provider_batch(batch)
             if undecided:
