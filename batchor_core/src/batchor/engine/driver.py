@@ -174,7 +174,8 @@ class RunDriver:
                 batch.state is BatchState.CREATING
                 or record.control_state is RunControlState.RUNNING
             ):
-                changed |= self._finish_submission(record, batch)
+                self._finish_submission(record, batch)
+                changed = True
             else:
                 self.batches.release(
                     batch.batch_pk, "run paused or cancelled", now=self.clock.now()
@@ -236,21 +237,29 @@ class RunDriver:
         )
 
     def _submit_new_batches(self, record: RunRecord) -> bool:
-        """Plan and submit batches while items are pending. The limits are read again
-        for every batch: a provider that refuses a create (one that takes requests
-        inline) teaches a limit the next batch must keep, and a refusal for the
-        enqueued budget holds submissions for a while."""
+        """Plan and submit batches while items are pending, within the limits known
+        when the step began. A batch the provider refuses or rejects ends the loop:
+        the next step plans again with what the refusal taught (and waits, if it
+        held submissions back)."""
+        limits = self.planning_limits()
+        budget = limits.budget
+
+        def pack(pending: Iterator[PendingRequest], free: int | None) -> BatchPlan:
+            plan = pack_batch(
+                pending,
+                batch_limits(limits.provider, budget=budget, free_units=free),
+            )
+            return plan_for_budget(plan, budget)
+
         submitted = False
         while True:
-            limits = self.planning_limits()
-            budget = limits.budget
             batch = self.batches.reserve(
                 record.run_pk,
                 record.run_id,
                 model=self.config.provider.model,
                 budget_scope=self.config.provider.budget_scope,
                 budget_total=None if budget is None else budget.total,
-                pack=_packer(limits),
+                pack=pack,
                 max_candidates=limits.provider.max_requests_per_batch + 1_000,
                 oversize_error=(
                     "request_too_large",
@@ -261,16 +270,14 @@ class RunDriver:
             if batch is None:
                 return submitted
             submitted = True
-            self._finish_submission(record, batch)
+            in_flight = self._finish_submission(record, batch)
             self._renew_lease(record)
-            current = self._record()
-            if current.control_state is not RunControlState.RUNNING or (
-                current.next_submit_at is not None and current.next_submit_at > self.clock.now()
-            ):
+            if not in_flight or self._record().control_state is not RunControlState.RUNNING:
                 return submitted
 
     def _finish_submission(self, record: RunRecord, batch: BatchRecord) -> bool:
-        """Take a batch from wherever it stopped to in flight."""
+        """Take a batch from wherever it stopped to in flight; whether it got there
+        (False: the provider refused or rejected it, and its items went back)."""
         provider = self.provider
         with tempfile.TemporaryDirectory(prefix="batchor-") as workdir:
             path = Path(workdir) / f"{record.run_id}-{batch.batch_number:06d}.jsonl"
@@ -282,10 +289,10 @@ class RunDriver:
                     input_ref = provider.upload_input(path)
                 except BatchRefusedError as exc:
                     self._refused(record, batch, exc.refusal)
-                    return True
+                    return False
                 except ProviderRejectedError as exc:
                     self._never_ran(batch, "upload_rejected", str(exc))
-                    return True
+                    return False
                 self.batches.mark_uploaded(batch.batch_pk, input_ref)
                 batch = replace(batch, state=BatchState.UPLOADED, input_file_id=input_ref)
             if batch.state is BatchState.CREATING:
@@ -309,11 +316,11 @@ class RunDriver:
             except BatchRefusedError as exc:
                 self._refused(record, batch, exc.refusal)
                 self.schedule_cleanup(batch, None, ())
-                return True
+                return False
             except ProviderRejectedError as exc:
                 self._never_ran(batch, "batch_rejected", str(exc))
                 self.schedule_cleanup(batch, None, ())
-                return True
+                return False
         self.batches.mark_submitted(batch.batch_pk, created.batch_id, now=self.clock.now())
         return True
 
@@ -487,18 +494,6 @@ class RunDriver:
                     logger.warning(
                         "run %s: could not cancel %s: %s", self.run_id, batch.provider_batch_id, exc
                     )
-
-
-def _packer(limits: PlanningLimits) -> Callable[[Iterator[PendingRequest], int | None], BatchPlan]:
-    """The packing decision for :meth:`BatchStore.reserve` under ``limits``."""
-
-    def pack(pending: Iterator[PendingRequest], free: int | None) -> BatchPlan:
-        plan = pack_batch(
-            pending, batch_limits(limits.provider, budget=limits.budget, free_units=free)
-        )
-        return plan_for_budget(plan, limits.budget)
-
-    return pack
 
 
 def _adjacent_runs(spans: Iterable[tuple[int, int, int]]) -> Iterator[tuple[int, int, int]]:
