@@ -139,19 +139,17 @@ class _Writer:
         self,
         index: int,
         custom_id: str,
-        params: Mapping[str, Any],
+        params: dict[str, Any],
         fault: RequestFault | None,
         malformation: MalformKind | None,
     ) -> None:
         """One request that ran: its message, or its error."""
-        model = params.get("model") if isinstance(params.get("model"), str) else ""
-        assert isinstance(model, str)
         problem = params_problem(params)
         if problem is not None:
             self.totals.errored += 1
             self.emit(_errored(custom_id, "invalid_request_error", problem))
             return
-        self.totals.ran(model)
+        self.totals.ran(params["model"])
         if fault is not None:
             self.totals.errored += 1
             self.emit(
@@ -162,7 +160,7 @@ class _Writer:
             text = (
                 INVALID_REPLY_TEXT
                 if malformation == "invalid_reply_text"
-                else reply_text(self.responder, dict(params))
+                else reply_text(self.responder, params)
             )
         except Exception as exc:  # a user responder may raise anything
             self.totals.errored += 1
@@ -242,7 +240,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
 
 def write_results(
     *,
-    requests: Sequence[Mapping[str, Any]],
+    requests: Sequence[dict[str, Any]],
     key: str,
     processed: int,
     unanswered: Unanswered,
