@@ -84,6 +84,10 @@ from batchor.providers.base import (
     RequestOutcome,
     ResultLineError,
     batch_prices,
+    budget_within,
+    json_int,
+    json_object,
+    request_target,
     tool_calls_text,
 )
 from batchor.providers.tokens import estimate_prompt_parts_tokens, estimate_prompt_tokens
@@ -146,12 +150,7 @@ class AnthropicEnqueueLimitConfig(FrozenConfig):
     @property
     def enqueued_request_budget(self) -> int:
         """Requests that may be enqueued at once."""
-        return int(
-            min(
-                self.enqueued_request_limit * self.target_ratio,
-                self.enqueued_request_limit - self.headroom,
-            )
-        )
+        return budget_within(self.enqueued_request_limit, self.target_ratio, self.headroom)
 
     @model_validator(mode="after")
     def _budget_is_positive(self) -> AnthropicEnqueueLimitConfig:
@@ -759,25 +758,16 @@ def _provider_batch(batch: MessageBatch) -> ProviderBatch:
     )
 
 
-def _json_object(value: Any) -> dict[str, Any]:
-    """``value`` if it is a JSON object, else an empty dict (for tolerant parsing)."""
-    return value if isinstance(value, dict) else {}
-
-
-def _int(value: Any) -> int:
-    return value if type(value) is int else 0
-
-
 def _usage(message: dict[str, Any]) -> Usage:
     """Usage of a message: input counts what the cache wrote and read, too."""
-    usage = _json_object(message.get("usage"))
-    cache_read = _int(usage.get("cache_read_input_tokens"))
+    usage = json_object(message.get("usage"))
+    cache_read = json_int(usage.get("cache_read_input_tokens"))
     return Usage(
-        input_tokens=_int(usage.get("input_tokens"))
-        + _int(usage.get("cache_creation_input_tokens"))
+        input_tokens=json_int(usage.get("input_tokens"))
+        + json_int(usage.get("cache_creation_input_tokens"))
         + cache_read,
         cached_input_tokens=cache_read,
-        output_tokens=_int(usage.get("output_tokens")),
+        output_tokens=json_int(usage.get("output_tokens")),
     )
 
 
@@ -801,7 +791,7 @@ def parse_anthropic_result(custom_id: str, kind: object, result: dict[str, Any])
             error_message="the batch was cancelled before this request ran",
         )  # fmt: skip
     if kind == "errored":
-        error = _json_object(_json_object(result.get("error")).get("error"))
+        error = json_object(json_object(result.get("error")).get("error"))
         error_type = str(error.get("type") or "api_error")
         return RequestOutcome(
             custom_id,
@@ -812,13 +802,13 @@ def parse_anthropic_result(custom_id: str, kind: object, result: dict[str, Any])
         )
     if kind != "succeeded":
         raise ResultLineError(f"result of unknown type {kind!r} for custom_id {custom_id!r}")
-    message = _json_object(result.get("message"))
+    message = json_object(result.get("message"))
     usage = _usage(message)
     stop_reason = message.get("stop_reason")
     texts: list[str] = []
     calls: list[tuple[str, Any]] = []
     for block in message.get("content") or []:
-        block = _json_object(block)
+        block = json_object(block)
         if block.get("type") == "text":
             texts.append(str(block.get("text", "")))
         elif block.get("type") == "tool_use":
@@ -862,7 +852,7 @@ def _translate_error(exc: anthropic.AnthropicError, *, creating: bool = False) -
 
     message = _SECRET.sub(r"\1***", f"{type(exc).__name__}: {exc}")
     if isinstance(exc, anthropic.APIConnectionError):
-        return TransientProviderError(f"{message} ({_where(exc)})")
+        return TransientProviderError(f"{message} ({request_target(exc.request)})")
     if not isinstance(exc, anthropic.APIStatusError):
         return TransientProviderError(message)  # e.g. results asked for too early
     status, kind, code = exc.status_code, exc.type, exc.error_code
@@ -901,12 +891,3 @@ def refusal_of(status: int, message: str) -> Refusal | None:
     if status == 400 and message.startswith("requests") and _AT_MOST.search(message):
         return Refusal(RefusalKind.REQUESTS_PER_BATCH, number(_AT_MOST), message)
     return None
-
-
-def _where(exc: anthropic.APIConnectionError) -> str:
-    """``POST http://host:port/v1/messages/batches``: what a connection error tried to
-    reach, without credentials or query."""
-    request = exc.request
-    url = request.url
-    port = f":{url.port}" if url.port else ""
-    return f"{request.method} {url.scheme}://{url.host}{port}{url.path}"

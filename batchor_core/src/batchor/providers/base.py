@@ -132,6 +132,27 @@ def tool_calls_text(calls: list[tuple[str, Any]]) -> str:
     return json.dumps({"tool_calls": decoded}, ensure_ascii=False)
 
 
+def json_object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty dict (for reading result lines
+    tolerantly)."""
+    return value if isinstance(value, dict) else {}
+
+
+def json_int(value: Any) -> int:
+    """``value`` if it is an integer (not a bool), else 0 (for usage counts)."""
+    return value if type(value) is int else 0
+
+
+def request_target(request: Any) -> str:
+    """``POST http://host:port/v1/batches``: what an SDK's (httpx) request was sent to,
+    without credentials or query, for the message of a connection error."""
+    if request is None:
+        return "no request"
+    url = request.url
+    port = f":{url.port}" if url.port else ""
+    return f"{request.method} {url.scheme}://{url.host}{port}{url.path}"
+
+
 class ResultLineError(ValueError):
     """A result line the provider module cannot read (the engine skips and logs it;
     the item it was for then counts as missing)."""
@@ -154,6 +175,12 @@ class BudgetUnit(StrEnum):
 
     TOKENS = "tokens"
     REQUESTS = "requests"
+
+
+def budget_within(limit: int, target_ratio: float, headroom: int) -> int:
+    """What a configured enqueue ``limit`` lets batchor use: ``min(limit * target_ratio,
+    limit - headroom)``."""
+    return int(min(limit * target_ratio, limit - headroom))
 
 
 @dataclass(frozen=True, slots=True)
