@@ -1,13 +1,14 @@
 """End-to-end benchmark: a structured-output job through the local server.
 
-    python benchmarks/run_benchmark.py [--items 100000] [--provider openai|gemini]
+    python benchmarks/run_benchmark.py [--items 100000] [--provider openai|anthropic|gemini]
 
 Runs the same job twice, each in a fresh subprocess against one local server
 (in this process, instant pacing): once with batchor (durable SQLite run) and
 once as the floor, a minimal non-durable script on the provider's raw SDK
-(``openai`` or ``google-genai``: write JSONL, upload, create, poll, download,
-parse). Prints wall time, items/s, peak RSS, batches and HTTP calls for each,
-and batchor's storage bytes per item.
+(OpenAI and Gemini: write JSONL, upload, create, poll, download, parse;
+Anthropic: create with the requests inline, poll, stream the results, parse).
+Prints wall time, items/s, peak RSS, batches and HTTP calls for each, and
+batchor's storage bytes per item.
 """
 
 from __future__ import annotations
@@ -40,8 +41,20 @@ SYSTEM = "Classify the support ticket: topic, urgency 1-5, one-line summary."
 def text(n):
     return f"Ticket {n}: my order #{n * 7919 % 100000} arrived late and the box was damaged."
 
+def peak_rss_mb():
+    # VmHWM starts afresh at exec; ru_maxrss would also count the parent's size at fork
+    # (here the server's), which Linux carries across fork and exec.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 def report(**fields):
-    fields["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    fields["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(fields))
 """
 
@@ -49,9 +62,21 @@ BATCHOR = (
     COMMON
     + """
 from pathlib import Path
-from batchor import (BatchItem, BatchJob, BatchRunner, GeminiProviderConfig,
-                     LocalArtifactStore, OpenAIProviderConfig, PromptParts, SQLiteStorage)
+from batchor import (AnthropicProviderConfig, BatchItem, BatchJob, BatchRunner,
+                     GeminiProviderConfig, LocalArtifactStore, OpenAIProviderConfig,
+                     PromptParts, SQLiteStorage)
+
 PROVIDER = sys.argv[4]
+if PROVIDER == "anthropic":
+    config = AnthropicProviderConfig(
+        model="claude-haiku-4-5", max_tokens=256, api_key="sk-bench", base_url=BASE_URL
+    )
+elif PROVIDER == "gemini":
+    config = GeminiProviderConfig(
+        model="gemini-2.5-flash-lite", api_key="AIza-bench", base_url=BASE_URL
+    )
+else:
+    config = OpenAIProviderConfig(model="gpt-4.1-mini", api_key="sk-bench", base_url=BASE_URL)
 
 started = time.perf_counter()
 runner = BatchRunner(storage=SQLiteStorage(path=Path(WORK) / "runs.sqlite3"),
@@ -60,11 +85,7 @@ job = BatchJob(
     items=(BatchItem(item_id=f"t{n}", payload=text(n)) for n in range(ITEMS)),
     build_prompt=lambda item: PromptParts(prompt=item.payload, system_prompt=SYSTEM),
     structured_output=Triage,
-    provider_config=OpenAIProviderConfig(
-        model="gpt-4.1-mini", api_key="sk-bench", base_url=BASE_URL
-    ) if PROVIDER == "openai" else GeminiProviderConfig(
-        model="gemini-2.5-flash-lite", api_key="AIza-bench", base_url=BASE_URL
-    ),
+    provider_config=config,
 )
 run = runner.start(job)
 ingested = time.perf_counter()
@@ -150,6 +171,37 @@ report(wall_s=time.perf_counter() - started, parsed=parsed, status="completed")
 """
 )
 
+ANTHROPIC_FLOOR = (
+    COMMON
+    + """
+import anthropic
+
+started = time.perf_counter()
+client = anthropic.Anthropic(api_key="sk-bench", base_url=BASE_URL)
+fmt = {"format": {"type": "json_schema", "schema": anthropic.transform_schema(Triage)}}
+batch_ids = []
+for start in range(0, ITEMS, 100_000):
+    requests = [
+        {"custom_id": f"t{n}", "params": {
+            "model": "claude-haiku-4-5", "max_tokens": 256, "system": SYSTEM,
+            "messages": [{"role": "user", "content": text(n)}], "output_config": fmt}}
+        for n in range(start, min(start + 100_000, ITEMS))
+    ]
+    batch_ids.append(client.messages.batches.create(requests=requests).id)
+parsed = 0
+for batch_id in batch_ids:
+    while client.messages.batches.retrieve(batch_id).processing_status != "ended":
+        time.sleep(0.2)
+    for line in client.messages.batches.results(batch_id):
+        if line.result.type == "succeeded":
+            Triage.model_validate_json(line.result.message.content[0].text)
+            parsed += 1
+report(wall_s=time.perf_counter() - started, parsed=parsed, status="completed")
+"""
+)
+
+FLOORS = {"openai": FLOOR, "anthropic": ANTHROPIC_FLOOR, "gemini": GEMINI_FLOOR}
+
 
 def run_child(
     code: str, items: int, server: LocalBatchServer, work: Path, provider: str
@@ -157,7 +209,7 @@ def run_child(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     server.reset_counts()
-    url = server.base_url if provider == "openai" else server.gemini_url
+    url = {"anthropic": server.url, "gemini": server.gemini_url}.get(provider, server.base_url)
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), str(items), url, str(work), provider],
         capture_output=True,
@@ -180,19 +232,19 @@ def directory_bytes(path: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--provider", choices=["openai", "gemini"], default="openai")
+    parser.add_argument("--provider", choices=sorted(FLOORS), default="openai")
     args = parser.parse_args()
-    floor_code = FLOOR if args.provider == "openai" else GEMINI_FLOOR
+    shutil.rmtree(WORK / "server", ignore_errors=True)
     with LocalBatchServer(data_dir=WORK / "server") as server:
-        floor = run_child(floor_code, args.items, server, WORK / "floor", args.provider)
+        floor = run_child(FLOORS[args.provider], args.items, server, WORK / "floor", args.provider)
         batchor = run_child(BATCHOR, args.items, server, WORK / "batchor", args.provider)
     database = sum(
         path.stat().st_size for path in (WORK / "batchor").glob("runs.sqlite3*") if path.is_file()
     )
     artifacts = directory_bytes(WORK / "batchor" / "artifacts")
     print(
-        f"{args.items} structured-output items through the local server's {args.provider} "
-        "API (instant pacing)"
+        f"{args.items} structured-output items on {args.provider} through the local server "
+        "(instant pacing)"
     )
     print(f"{'':26}{'batchor':>12}{'raw SDK floor':>16}")
     for key, unit in [

@@ -36,6 +36,7 @@ from batchor.errors import (
 from batchor.job import ArtifactPolicy, BatchJob, ChunkPolicy, RetryPolicy
 from batchor.prompts import PromptBuilder, template_fields
 from batchor.providers import AnyProviderConfig
+from batchor.providers.anthropic import AnthropicEnqueueLimitConfig, AnthropicProviderConfig
 from batchor.providers.base import EnqueueLimitConfig, ModelPrice, ProviderConfig
 from batchor.providers.gemini import GeminiProviderConfig
 from batchor.providers.openai import (
@@ -89,6 +90,8 @@ from batchor.worker import WorkerReport, run_worker
 
 __all__ = [
     "LINEAGE_KEY",
+    "AnthropicEnqueueLimitConfig",
+    "AnthropicProviderConfig",
     "AnyProviderConfig",
     "ArtifactExport",
     "ArtifactPolicy",

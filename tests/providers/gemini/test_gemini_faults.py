@@ -135,7 +135,7 @@ def test_missing_unknown_and_broken_result_lines_lose_nothing(
     runner: BatchRunner, server: LocalBatchServer
 ) -> None:
     server.faults.malform_output(["item0"], "missing_line")
-    server.faults.malform_output(["item2"], "unknown_key")
+    server.faults.malform_output(["item2"], "unknown_id")
     server.faults.malform_output(["item5"], "invalid_json_line")  # the file ends mid-line
     run = runner.run_and_wait(job(config_for(server)))
 

@@ -179,7 +179,8 @@ class RunDriver:
                 batch.state is BatchState.CREATING
                 or record.control_state is RunControlState.RUNNING
             ):
-                changed |= self._finish_submission(record, batch)
+                self._finish_submission(record, batch)
+                changed = True
             else:
                 self.batches.release(
                     batch.batch_pk, "run paused or cancelled", now=self.clock.now()
@@ -248,12 +249,14 @@ class RunDriver:
         )
 
     def _submit_new_batches(self, record: RunRecord) -> bool:
+        """Plan and submit batches while items are pending, within the limits known
+        when the step began. A batch the provider refuses or rejects ends the loop,
+        as does a pause or a hold: the next step plans again with what the refusal
+        taught (and waits, if it held submissions back)."""
+        limits = self.planning_limits()
+        budget = limits.budget
         submitted = False
         while True:
-            # The limits are read again for every batch: a batch the provider refused
-            # as it was created has just taught one (and may hold submissions back).
-            limits = self.planning_limits()
-            budget = limits.budget
             batch = self.batches.reserve(
                 record.run_pk,
                 record.run_id,
@@ -271,33 +274,33 @@ class RunDriver:
             if batch is None:
                 return submitted
             submitted = True
-            self._finish_submission(record, batch)
+            in_flight = self._finish_submission(record, batch)
             self._renew_lease(record)
             current = self._record()
-            if current.control_state is not RunControlState.RUNNING:
-                return submitted
-            if current.next_submit_at is not None and current.next_submit_at > self.clock.now():
+            held = current.next_submit_at is not None and current.next_submit_at > self.clock.now()
+            if not in_flight or held or current.control_state is not RunControlState.RUNNING:
                 return submitted
 
     def _finish_submission(self, record: RunRecord, batch: BatchRecord) -> bool:
-        """Take a batch from wherever it stopped to in flight."""
+        """Take a batch from wherever it stopped to in flight; whether it got there
+        (False: the provider refused or rejected it, and its items went back)."""
         provider = self.provider
         with tempfile.TemporaryDirectory(prefix="batchor-") as workdir:
             path = Path(workdir) / f"{record.run_id}-{batch.batch_number:06d}.jsonl"
             input_ref = batch.input_file_id
             if batch.state is BatchState.PLANNED and self._over_cost_limit(record, batch):
-                return True
-            if batch.state is BatchState.PLANNED or input_ref is None:
-                self._write_batch_input(batch, path)
+                return False
+            # written for every create: a provider taking requests inline reads them here
+            self._write_batch_input(batch, path)
             if batch.state is BatchState.PLANNED:
                 try:
                     input_ref = provider.upload_input(path)
                 except BatchRefusedError as exc:
                     self._refused(record, batch, exc.refusal)
-                    return True
+                    return False
                 except ProviderRejectedError as exc:
                     self._never_ran(batch, "upload_rejected", str(exc))
-                    return True
+                    return False
                 self.batches.mark_uploaded(batch.batch_pk, input_ref)
                 batch = replace(batch, state=BatchState.UPLOADED, input_file_id=input_ref)
             if batch.state is BatchState.CREATING:
@@ -305,6 +308,7 @@ class RunDriver:
                     batch_key=batch.local_key,
                     created_after=(batch.created_at or 0.0) - ADOPTION_WINDOW_SECONDS,
                     request_count=batch.request_count,
+                    input_ref=input_ref,
                 )
                 if adopted is not None:
                     self.batches.mark_submitted(
@@ -320,11 +324,11 @@ class RunDriver:
             except BatchRefusedError as exc:
                 self._refused(record, batch, exc.refusal)
                 self.schedule_cleanup(batch, None, ())
-                return True
+                return False
             except ProviderRejectedError as exc:
                 self._never_ran(batch, "batch_rejected", str(exc))
                 self.schedule_cleanup(batch, None, ())
-                return True
+                return False
         self.batches.mark_submitted(batch.batch_pk, created.batch_id, now=self.clock.now())
         return True
 

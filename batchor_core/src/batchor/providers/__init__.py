@@ -11,12 +11,16 @@ from typing import Annotated, get_args
 from pydantic import Field
 
 from batchor.errors import ConfigurationError
+from batchor.providers.anthropic import AnthropicProviderConfig
 from batchor.providers.base import ProviderConfig
 from batchor.providers.gemini import GeminiProviderConfig
 from batchor.providers.openai import AzureOpenAIProviderConfig, OpenAIProviderConfig
 
 AnyProviderConfig = Annotated[
-    OpenAIProviderConfig | AzureOpenAIProviderConfig | GeminiProviderConfig,
+    OpenAIProviderConfig
+    | AzureOpenAIProviderConfig
+    | AnthropicProviderConfig
+    | GeminiProviderConfig,
     Field(discriminator="kind"),
 ]
 """Any provider's settings, discriminated by ``kind``."""

@@ -133,6 +133,27 @@ def tool_calls_text(calls: list[tuple[str, Any]]) -> str:
     return json.dumps({"tool_calls": decoded}, ensure_ascii=False)
 
 
+def json_object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty dict (for reading result lines
+    tolerantly)."""
+    return value if isinstance(value, dict) else {}
+
+
+def json_int(value: Any) -> int:
+    """``value`` if it is an integer (not a bool), else 0 (for usage counts)."""
+    return value if type(value) is int else 0
+
+
+def request_target(request: Any) -> str:
+    """``POST http://host:port/v1/batches``: what an SDK's (httpx) request was sent to,
+    without credentials or query, for the message of a connection error."""
+    if request is None:
+        return "no request"
+    url = request.url
+    port = f":{url.port}" if url.port else ""
+    return f"{request.method} {url.scheme}://{url.host}{port}{url.path}"
+
+
 class ResultLineError(ValueError):
     """A result line the provider module cannot read (the engine skips and logs it;
     the item it was for then counts as missing)."""
@@ -155,6 +176,12 @@ class BudgetUnit(StrEnum):
 
     TOKENS = "tokens"
     REQUESTS = "requests"
+
+
+def budget_within(limit: int, target_ratio: float, headroom: int) -> int:
+    """What a configured enqueue ``limit`` lets batchor use: ``min(limit * target_ratio,
+    limit - headroom)``."""
+    return int(min(limit * target_ratio, limit - headroom))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,16 +215,17 @@ class OutputKind(StrEnum):
 class BatchProvider(Protocol):
     """What the engine needs from a provider, for one model.
 
-    Submission is crash-safe in two steps: :meth:`upload_input` (nothing for
-    providers that take requests inline) and :meth:`create_batch`. The engine
-    records its intent before creating; after a crash it asks
-    :meth:`find_batch` for a batch it may already have created.
+    Submission is crash-safe in two steps: :meth:`upload_input` and
+    :meth:`create_batch`. The engine stores what :meth:`upload_input` returns, then
+    records its intent before creating; after a crash (or a create that failed
+    without saying whether it made the batch) it asks :meth:`find_batch` for a
+    batch it may already have created, giving it that stored reference too.
 
     A provider that refuses a batch for one of its limits says so either when
     the batch is terminal (:attr:`ProviderBatch.refusal`) or at once, by raising
     :class:`~batchor.BatchRefusedError` from :meth:`upload_input` or
     :meth:`create_batch`; either way the engine learns the limit and plans the
-    next batch within it (in the same step, for a refusal at once).
+    next batch within it, from the next step.
     """
 
     @property
@@ -216,7 +244,14 @@ class BatchProvider(Protocol):
     def build_request_line(self, custom_id: str, prompt: PromptParts) -> RequestLine: ...
 
     def upload_input(self, path: Path) -> str | None:
-        """Upload a batch's input file; the reference to create it from (or None)."""
+        """Upload a batch's input file; the reference to create it from (or None).
+
+        A provider that takes requests inline has nothing to upload; it may return
+        None, or a reference of its own that :meth:`find_batch` needs (Anthropic
+        notes the newest batch listed, to look no further back than it). Either
+        way the engine stores it before the create call and passes it to
+        :meth:`create_batch`, :meth:`find_batch` and :meth:`cleanup`; ``path`` is
+        written again for every create."""
         ...
 
     def create_batch(
@@ -224,9 +259,19 @@ class BatchProvider(Protocol):
     ) -> ProviderBatch: ...
 
     def find_batch(
-        self, *, batch_key: str, created_after: float, request_count: int
+        self,
+        *,
+        batch_key: str,
+        created_after: float,
+        request_count: int,
+        input_ref: str | None,
     ) -> ProviderBatch | None:
-        """The batch a crashed :meth:`create_batch` for ``batch_key`` may have made."""
+        """The batch a crashed :meth:`create_batch` for ``batch_key`` may have made, or
+        None if it made none. ``input_ref`` is what :meth:`upload_input` returned;
+        ``created_after`` a time (local clock, with a margin) before the create call.
+
+        A :class:`~batchor.TransientProviderError` means the provider cannot tell yet:
+        the batch stays "creating" and the engine asks again on a later step."""
         ...
 
     def get_batch(self, batch_id: str) -> ProviderBatch: ...
@@ -267,12 +312,7 @@ class EnqueueLimitConfig(FrozenConfig):
     @property
     def enqueued_token_budget(self) -> int:
         """Tokens that may be enqueued at once for this model."""
-        return int(
-            min(
-                self.enqueued_token_limit * self.target_ratio,
-                self.enqueued_token_limit - self.headroom,
-            )
-        )
+        return budget_within(self.enqueued_token_limit, self.target_ratio, self.headroom)
 
     def budget(self) -> EnqueueBudget:
         """The budget the engine plans within, in tokens."""

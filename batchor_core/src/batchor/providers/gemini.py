@@ -673,7 +673,12 @@ class GeminiBatchProvider:
         return self._provider_batch(job)
 
     def find_batch(
-        self, *, batch_key: str, created_after: float, request_count: int
+        self,
+        *,
+        batch_key: str,
+        created_after: float,
+        request_count: int,
+        input_ref: str | None = None,
     ) -> ProviderBatch | None:
         """The newest batch whose display name is ``batch_key``, looking back no
         further than ``created_after`` (the list is newest first)."""

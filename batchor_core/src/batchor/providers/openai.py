@@ -47,6 +47,9 @@ from batchor.providers.base import (
     RequestOutcome,
     ResultLineError,
     batch_prices,
+    json_int,
+    json_object,
+    request_target,
     tool_calls_text,
 )
 from batchor.providers.schema import strict_json_schema
@@ -440,7 +443,12 @@ class OpenAIBatchProvider:
         return _provider_batch(batch)
 
     def find_batch(
-        self, *, batch_key: str, created_after: float, request_count: int
+        self,
+        *,
+        batch_key: str,
+        created_after: float,
+        request_count: int,
+        input_ref: str | None,
     ) -> ProviderBatch | None:
         """The newest batch whose metadata carries ``batch_key``, looking back no
         further than ``created_after``."""
@@ -644,7 +652,7 @@ def _translate_error(exc: openai.APIError) -> ProviderError:
     code = exc.code if isinstance(exc.code, str) else None
     message = _SECRET.sub(r"\1***", f"{type(exc).__name__}: {exc}")
     if isinstance(exc, openai.APIConnectionError):
-        message += f" ({_where(exc)})"
+        message += f" ({request_target(getattr(exc, 'request', None))})"
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return ProviderAuthenticationError(
             f"{message}; check the API key (api_key=, or the provider's key variable) and "
@@ -661,17 +669,6 @@ def _translate_error(exc: openai.APIError) -> ProviderError:
     ):
         return ProviderRejectedError(message, code=code)
     return TransientProviderError(message, code=code)
-
-
-def _where(exc: openai.APIError) -> str:
-    """``POST http://host:port/v1/batches``: what a connection error tried to reach,
-    without credentials or query."""
-    request = getattr(exc, "request", None)
-    if request is None:
-        return "no request"
-    url = request.url
-    port = f":{url.port}" if url.port else ""
-    return f"{request.method} {url.scheme}://{url.host}{port}{url.path}"
 
 
 def _provider_batch(batch: Any) -> ProviderBatch:
@@ -728,38 +725,29 @@ NOT_EXECUTED_ERROR_CODES = frozenset({"batch_expired", "batch_cancelled"})
 """Error-file codes of requests the batch ended before running."""
 
 
-def _json_object(value: Any) -> dict[str, Any]:
-    """``value`` if it is a JSON object, else an empty dict (for tolerant parsing)."""
-    return value if isinstance(value, dict) else {}
-
-
 def _usage(body: dict[str, Any]) -> Usage:
     """Usage of a responses, chat-completions or embeddings body."""
-    usage = _json_object(body.get("usage"))
-    input_details = _json_object(
+    usage = json_object(body.get("usage"))
+    input_details = json_object(
         usage.get("input_tokens_details", usage.get("prompt_tokens_details"))
     )
-    output_details = _json_object(
+    output_details = json_object(
         usage.get("output_tokens_details", usage.get("completion_tokens_details"))
     )
     return Usage(
-        input_tokens=_int(usage.get("input_tokens", usage.get("prompt_tokens"))),
-        cached_input_tokens=_int(input_details.get("cached_tokens")),
-        output_tokens=_int(usage.get("output_tokens", usage.get("completion_tokens"))),
-        reasoning_tokens=_int(output_details.get("reasoning_tokens")),
+        input_tokens=json_int(usage.get("input_tokens", usage.get("prompt_tokens"))),
+        cached_input_tokens=json_int(input_details.get("cached_tokens")),
+        output_tokens=json_int(usage.get("output_tokens", usage.get("completion_tokens"))),
+        reasoning_tokens=json_int(output_details.get("reasoning_tokens")),
     )
-
-
-def _int(value: Any) -> int:
-    return value if type(value) is int else 0
 
 
 def parse_openai_result(custom_id: str, record: dict[str, Any], endpoint: str) -> RequestOutcome:
     """Turn one output- or error-file record into an outcome (pure)."""
-    response = _json_object(record.get("response"))
+    response = json_object(record.get("response"))
     status_code = response.get("status_code")
-    body = _json_object(response.get("body"))
-    top_error = _json_object(record.get("error"))
+    body = json_object(response.get("body"))
+    top_error = json_object(record.get("error"))
     if top_error or not response:
         code = str(top_error.get("code") or "request_failed")
         return RequestOutcome(
@@ -772,7 +760,7 @@ def parse_openai_result(custom_id: str, record: dict[str, Any], endpoint: str) -
             retryable=code in RETRYABLE_ERROR_CODES,
         )
     if status_code != 200:
-        error = _json_object(body.get("error"))
+        error = json_object(body.get("error"))
         code = str(error.get("code") or error.get("type") or f"http_{status_code}")
         return RequestOutcome(
             custom_id=custom_id,
@@ -783,15 +771,15 @@ def parse_openai_result(custom_id: str, record: dict[str, Any], endpoint: str) -
         )
     usage = _usage(body)
     if endpoint == "/v1/embeddings":
-        first = _json_object((body.get("data") or [{}])[0])
+        first = json_object((body.get("data") or [{}])[0])
         text: str | None = json.dumps(first.get("embedding"))
         problem = None if first.get("embedding") is not None else "empty_output: no embedding"
     elif endpoint == "/v1/moderations":
-        first = _json_object((body.get("results") or [None])[0])
+        first = json_object((body.get("results") or [None])[0])
         text = json.dumps(first) if first else None
         problem = None if first else "empty_output: the moderation has no result"
     elif endpoint == "/v1/completions":
-        choice = _json_object((body.get("choices") or [None])[0])
+        choice = json_object((body.get("choices") or [None])[0])
         text = choice.get("text") if isinstance(choice.get("text"), str) else None
         problem = None if text is not None else "empty_output: the completion has no text"
         if choice.get("finish_reason") == "length":
@@ -814,18 +802,18 @@ def parse_openai_result(custom_id: str, record: dict[str, Any], endpoint: str) -
 
 def _responses_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
     if body.get("status") not in (None, "completed"):
-        reason = _json_object(body.get("incomplete_details")).get("reason") or body.get("status")
+        reason = json_object(body.get("incomplete_details")).get("reason") or body.get("status")
         return None, f"incomplete_output: the response ended as {reason!r}"
     parts: list[str] = []
     calls: list[tuple[str, Any]] = []
     for output in body.get("output") or []:
-        kind = _json_object(output).get("type")
+        kind = json_object(output).get("type")
         if kind == "function_call":
             calls.append((str(output.get("name", "")), output.get("arguments")))
         if kind != "message":
             continue
         for content in output.get("content") or []:
-            kind = _json_object(content).get("type")
+            kind = json_object(content).get("type")
             if kind == "refusal":
                 return None, f"refusal: {content.get('refusal', '')}"
             if kind == "output_text":
@@ -841,8 +829,8 @@ def _chat_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
     choices = body.get("choices") or []
     if not choices:
         return None, "empty_output: the completion has no choices"
-    choice = _json_object(choices[0])
-    message = _json_object(choice.get("message"))
+    choice = json_object(choices[0])
+    message = json_object(choice.get("message"))
     if message.get("refusal"):
         return None, f"refusal: {message['refusal']}"
     if choice.get("finish_reason") == "length":
@@ -851,7 +839,7 @@ def _chat_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
     calls = [
         (str(function.get("name", "")), function.get("arguments"))
         for call in message.get("tool_calls") or []
-        if (function := _json_object(_json_object(call).get("function")))
+        if (function := json_object(json_object(call).get("function")))
     ]
     if content is None and calls:
         return tool_calls_text(calls), None

@@ -34,6 +34,7 @@ from typing import Annotated
 
 import typer
 
+from batchor.testing import anthropic_records
 from batchor.testing.faults import Faults
 from batchor.testing.models import (
     MALFORM_KINDS,
@@ -408,6 +409,34 @@ def emulator(
             help="A larger upload is refused (400 file_too_large).",
         ),
     ] = MAX_FILE_BYTES,
+    anthropic_queue_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--anthropic-queue-limit",
+            min=1,
+            metavar="REQUESTS",
+            show_default="unlimited",
+            help="Anthropic: requests the processing queue holds; a create beyond it is 429.",
+        ),
+    ] = None,
+    anthropic_max_requests_per_batch: Annotated[
+        int,
+        typer.Option(
+            "--anthropic-max-requests-per-batch",
+            min=1,
+            metavar="N",
+            help="Anthropic: a create with more requests is 400.",
+        ),
+    ] = anthropic_records.MAX_REQUESTS_PER_BATCH,
+    anthropic_max_batch_bytes: Annotated[
+        int,
+        typer.Option(
+            "--anthropic-max-batch-bytes",
+            min=1,
+            metavar="BYTES",
+            help="Anthropic: a larger create body is 413 request_too_large.",
+        ),
+    ] = anthropic_records.MAX_BATCH_BYTES,
     cached_fraction: Annotated[
         float,
         typer.Option(
@@ -486,7 +515,7 @@ def emulator(
             "--malform-line",
             metavar="CUSTOM_ID,...",
             help="Corrupt that request's output. Options: kind= (invalid-json-line, "
-            "invalid-reply-text, missing-line, unknown-key), times=.",
+            "invalid-reply-text, missing-line, unknown-id), times=.",
         ),
     ] = None,
     malform_line_share: Annotated[
@@ -498,10 +527,12 @@ def emulator(
         ),
     ] = None,
 ) -> None:
-    """Serve the local OpenAI-compatible Files + Batches API until Ctrl-C.
+    """Serve the local batch server (OpenAI's Files + Batches, Anthropic's Message
+    Batches) until Ctrl-C.
 
-    Point batchor at it with OPENAI_BASE_URL=http://HOST:PORT/v1 and any
-    OPENAI_API_KEY. Fault flags take a spec, VALUE,key=value,...; each is repeatable.
+    Point batchor at it with OPENAI_BASE_URL=http://HOST:PORT/v1 or
+    ANTHROPIC_BASE_URL=http://HOST:PORT, and any key. Fault flags take a spec,
+    VALUE,key=value,...; each is repeatable.
     """
     server = LocalBatchServer(
         pace=BatchPace(
@@ -521,6 +552,11 @@ def emulator(
         max_file_bytes=max_file_bytes,
         max_batch_file_bytes=max_batch_file_bytes,
         max_requests_per_batch=max_requests_per_batch,
+        anthropic_limits=anthropic_records.AnthropicLimits(
+            max_requests_per_batch=anthropic_max_requests_per_batch,
+            max_batch_bytes=anthropic_max_batch_bytes,
+            queued_request_limit=anthropic_queue_limit,
+        ),
         api_key=api_key,
     )
     apply_fault_flags(

@@ -29,7 +29,9 @@ class CounterSnapshot:
     * ``requests_executed``: requests the server answered, by model: each one counted
       completed or failed in ``request_counts``. A request left without an answer
       (in an expired, cancelled or failed batch) is not counted: it was never run;
-    * ``max_enqueued_tokens_seen``: per model, the highest enqueued-token total reached.
+    * ``max_enqueued_tokens_seen``: per model, the highest enqueued-token total reached;
+    * ``max_queued_requests_seen``: the most requests Anthropic's processing queue held
+      at once (the requests of its batches not yet ended).
     """
 
     call_counts: Counter[str] = field(default_factory=Counter)
@@ -37,6 +39,7 @@ class CounterSnapshot:
     batches_created: Counter[str] = field(default_factory=Counter)
     requests_executed: Counter[str] = field(default_factory=Counter)
     max_enqueued_tokens_seen: dict[str, int] = field(default_factory=dict)
+    max_queued_requests_seen: int = 0
 
 
 class Counters:
@@ -45,6 +48,7 @@ class Counters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts = CounterSnapshot()
+        self._max_queued_requests = 0
 
     def count_call(self, key: str) -> None:
         with self._lock:
@@ -69,6 +73,12 @@ class Counters:
             seen = self._counts.max_enqueued_tokens_seen
             seen[model] = max(seen.get(model, 0), tokens)
 
+    def see_queued_requests(self, requests: int) -> None:
+        """Record that Anthropic's processing queue holds ``requests`` now (keeps the
+        highest)."""
+        with self._lock:
+            self._max_queued_requests = max(self._max_queued_requests, requests)
+
     def snapshot(self) -> CounterSnapshot:
         with self._lock:
             counts = self._counts
@@ -78,6 +88,7 @@ class Counters:
                 batches_created=Counter(counts.batches_created),
                 requests_executed=Counter(counts.requests_executed),
                 max_enqueued_tokens_seen=dict(counts.max_enqueued_tokens_seen),
+                max_queued_requests_seen=self._max_queued_requests,
             )
 
     def reset_calls(self) -> None:
@@ -86,6 +97,7 @@ class Counters:
             self._counts.call_counts.clear()
 
     def reset(self) -> None:
-        """Start every count over, the enqueued-token high-water mark included."""
+        """Start every count over, the high-water marks included."""
         with self._lock:
             self._counts = CounterSnapshot()
+            self._max_queued_requests = 0

@@ -10,7 +10,7 @@ exactly how many times something goes wrong:
 * :meth:`Faults.fail_next_batch` / :meth:`Faults.expire_next_batch` - the next
   created batches end ``failed`` / ``expired``, optionally with partial results;
 * :meth:`Faults.malform_output` - a broken output line, reply text that is not JSON,
-  no line at all, or a line for a request nobody sent.
+  no line at all, or a line for a request the batch does not have.
 
 Two faults hit a *share* of every batch instead, until :meth:`Faults.clear`:
 :meth:`Faults.fail_request_share` and :meth:`Faults.malform_output_share`. Which
@@ -332,8 +332,9 @@ class Faults:
         custom id as text). ``"invalid_reply_text"``: the line is fine but the reply
         text is not valid JSON, so it cannot satisfy a structured-output schema.
         ``"missing_line"``: the request is counted completed but its line is absent.
-        ``"unknown_key"``: the line is fine but names another request (its custom id
-        or key with ``-unknown`` appended), so the client cannot match it.
+        ``"unknown_id"``: the line is fine but names a request the batch does not have
+        (its own custom id or key with ``-unknown`` appended), so the client cannot
+        match it and the request has no line of its own.
         """
         _check_kind(kind)
         _check_times(times)

@@ -40,8 +40,13 @@ from typing import Any, BinaryIO, Literal
 from pydantic import BaseModel, Field
 
 from batchor.testing.context import ServerContext
-from batchor.testing.models import BatchFault, BatchPace, MalformKind, RequestFault
-from batchor.testing.openai_bodies import INVALID_REPLY_TEXT
+from batchor.testing.models import (
+    INVALID_REPLY_TEXT,
+    BatchFault,
+    BatchPace,
+    MalformKind,
+    RequestFault,
+)
 from batchor.testing.replies import JsonTemplate, encode_string, hole, reply_text
 from batchor.testing.routing import ApiError
 from batchor.testing.tokens import TOKENS_PER_MESSAGE, count_text_tokens
@@ -772,7 +777,7 @@ class GeminiStore:
                     break
                 key = batch.keys[index]
                 malformation = batch.malformed.get(index)
-                if malformation == "unknown_key":
+                if malformation == "unknown_id":
                     key += "-unknown"
                 problem = batch.line_errors.get(index)
                 fault = batch.request_faults.get(index)

@@ -12,15 +12,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MalformKind = Literal["invalid_json_line", "invalid_reply_text", "missing_line", "unknown_key"]
+MalformKind = Literal["invalid_json_line", "invalid_reply_text", "missing_line", "unknown_id"]
 """How :meth:`~batchor.testing.Faults.malform_output` corrupts a request's output."""
 
 MALFORM_KINDS: tuple[MalformKind, ...] = (
     "invalid_json_line",
     "invalid_reply_text",
     "missing_line",
-    "unknown_key",
+    "unknown_id",
 )
+
+INVALID_REPLY_TEXT = 'Sorry, here is the JSON you asked for: {"unterminated": '
+"""Reply text written for ``malform_output(kind="invalid_reply_text")``: not JSON."""
+
+UNKNOWN_ID_SUFFIX = "-unknown"
+"""Appended to a request's custom id or key by ``malform_output(kind="unknown_id")``."""
 
 
 class BatchPace(BaseModel):

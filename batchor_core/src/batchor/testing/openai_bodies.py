@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchor.testing.models import UsageSplit
+from batchor.testing.models import INVALID_REPLY_TEXT, UsageSplit
 from batchor.testing.replies import JsonTemplate, Responder, encode_string, hole, reply_text
 from batchor.testing.schema_instance import EqualityCache
 from batchor.testing.tokens import count_request_tokens, count_text_tokens
@@ -48,8 +48,6 @@ ANSWERED_ENDPOINTS = (
 DEFAULT_EMBEDDING_DIMENSIONS = 8
 """Length of embedding vectors unless the request asks for ``dimensions``."""
 
-INVALID_REPLY_TEXT = 'Sorry, here is the JSON you asked for: {"unterminated": '
-"""Reply text written for ``malform_output(kind="invalid_reply_text")``: not JSON."""
 
 PNG_1X1 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"

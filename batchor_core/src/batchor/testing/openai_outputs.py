@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from batchor.testing.models import MalformKind, RequestFault, UsageSplit
+from batchor.testing.models import (
+    UNKNOWN_ID_SUFFIX,
+    MalformKind,
+    RequestFault,
+    UsageSplit,
+)
 from batchor.testing.openai_bodies import answer
 from batchor.testing.replies import JsonTemplate, Responder, encode_string, hole
 
@@ -153,8 +158,8 @@ class _ResultWriter:
         totals.reasoning_tokens += reply.tokens.reasoning
         if malformation == "missing_line":
             return
-        if malformation == "unknown_key":
-            custom_id += "-unknown"
+        if malformation == "unknown_id":
+            custom_id += UNKNOWN_ID_SUFFIX
         line = _OUTPUT_LINE.fill(
             {
                 "line_id": f'"batch_req_{key}"',

@@ -63,9 +63,21 @@ def json_schema_of(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
     Responses: ``text.format`` of type ``json_schema`` with ``schema``; Chat
     Completions: ``response_format`` of type ``json_schema`` with ``json_schema.schema``;
+    Anthropic: ``output_config.format`` of type ``json_schema`` with ``schema``, or the
+    ``input_schema`` of the tool ``tool_choice`` forces (the reply is its input);
     Gemini: ``generationConfig.responseJsonSchema``, or ``responseSchema`` (its
     OpenAPI form, read as JSON Schema).
     """
+    forced = forced_tool(body)
+    if forced is not None:
+        schema = forced.get("input_schema")
+        return schema if isinstance(schema, Mapping) else {}
+    output_config = body.get("output_config")
+    if isinstance(output_config, Mapping):
+        fmt = output_config.get("format")
+        if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
+            schema = fmt.get("schema")
+            return schema if isinstance(schema, Mapping) else {}
     generation = body.get("generationConfig", body.get("generation_config"))
     if isinstance(generation, Mapping):
         for name in ("responseJsonSchema", "response_json_schema"):
@@ -105,6 +117,25 @@ def _openapi_as_json_schema(node: Any) -> Any:
     if node.get("nullable") is True:
         return {"anyOf": [schema, {"type": "null"}]}
     return schema
+
+
+def forced_tool(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The tool an Anthropic request's ``tool_choice`` (``{"type": "tool", "name"}``)
+    forces the reply to call, if it names one of the request's ``tools``."""
+    choice = body.get("tool_choice")
+    tools = body.get("tools")
+    if not (isinstance(choice, Mapping) and choice.get("type") == "tool"):
+        return None
+    if not isinstance(tools, list):
+        return None
+    return next(
+        (
+            tool
+            for tool in tools
+            if isinstance(tool, Mapping) and tool.get("name") == choice.get("name")
+        ),
+        None,
+    )
 
 
 def default_responder(body: dict[str, Any]) -> str:

@@ -53,6 +53,7 @@ class StreamReply:
     stream: BinaryIO
     size: int
     content_type: str = "application/octet-stream"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Reply = JsonReply | StreamReply

@@ -1,9 +1,10 @@
 """:class:`LocalBatchServer`: one real HTTP server for the provider batch APIs it emulates.
 
-Point the official ``openai`` client at ``server.base_url`` and it works
-unchanged; tests then inspect what the server saw (``batches``, ``files``,
-``counters``) and make it misbehave through ``faults``. See
-``docs/local-server.md`` for a walk-through.
+Point the official ``openai`` client at ``server.base_url``, or the official
+``anthropic`` client at ``server.url``, and it works unchanged; tests then inspect
+what the server saw (``batches``, ``files``, ``anthropic.batches``, ``counters``)
+and make it misbehave through ``faults``. See ``docs/local-server.md`` for a
+walk-through.
 
 How the pieces fit: the server builds one
 :class:`~batchor.testing.context.ServerContext` (clock, pace, faults, responder,
@@ -37,6 +38,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from batchor.testing.anthropic_api import AnthropicApi
+from batchor.testing.anthropic_records import AnthropicLimits
 from batchor.testing.clock import Clock, system_clock
 from batchor.testing.context import ServerContext
 from batchor.testing.counters import Counters, CounterSnapshot
@@ -163,6 +166,8 @@ class _Dispatcher:
         with reply.stream:
             request.send_header("Content-Type", reply.content_type)
             request.send_header("Content-Length", str(reply.size))
+            for name, value in reply.headers.items():
+                request.send_header(name, value)
             request.end_headers()
             shutil.copyfileobj(reply.stream, request.wfile, 256 * 1024)
 
@@ -217,8 +222,8 @@ class _HttpServer(ThreadingHTTPServer):
 
 
 class LocalBatchServer:
-    """A local server for provider batch APIs (OpenAI's Files + Batches, Gemini's batch
-    mode under :attr:`gemini_url`), for tests and demos.
+    """A local server for provider batch APIs (OpenAI's Files + Batches, Anthropic's
+    Message Batches, Gemini's batch mode under :attr:`gemini_url`), for tests and demos.
 
     All arguments are keyword-only:
 
@@ -243,8 +248,11 @@ class LocalBatchServer:
       (OpenAI: 200 MB) and the most requests in one batch (OpenAI: 50,000); a batch over
       either fails when validation ends, as OpenAI's does. (These three are OpenAI's;
       Gemini's limits are on ``server.gemini.store``.)
-    * ``api_key``: ``None`` accepts any bearer key; a string requires exactly that key
-      (of every provider API).
+    * ``anthropic_limits``: the Anthropic API's limits (:class:`AnthropicLimits`:
+      100,000 requests and 256 MB per batch, and the processing-queue limit, none by
+      default).
+    * ``api_key``: ``None`` accepts any key; a string requires exactly that key (of
+      every provider API).
 
     Use it as a context manager (``with LocalBatchServer() as server:``) or call
     :meth:`start` and :meth:`stop`.
@@ -265,6 +273,7 @@ class LocalBatchServer:
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         max_batch_file_bytes: int = DEFAULT_MAX_BATCH_FILE_BYTES,
         max_requests_per_batch: int = DEFAULT_MAX_REQUESTS_PER_BATCH,
+        anthropic_limits: AnthropicLimits | None = None,
         api_key: str | None = None,
     ) -> None:
         limits = BatchLimits(
@@ -298,10 +307,14 @@ class LocalBatchServer:
         )
         self.openai = OpenAIApi(self.context, api_key=api_key)
         """The OpenAI Files + Batches API (its ``store`` holds the files and batches)."""
+        self.anthropic = AnthropicApi(
+            self.context, api_key=api_key, limits=anthropic_limits or AnthropicLimits()
+        )
+        """Anthropic's Message Batches API (``anthropic.batches`` lists its batches)."""
         self.gemini = GeminiApi(self.context, api_key=api_key)
         """The Gemini Files API and batch mode, under :attr:`gemini_url` (its ``store``
         holds the files and batches)."""
-        self._apis: tuple[ProviderApi, ...] = (self.gemini, self.openai)
+        self._apis: tuple[ProviderApi, ...] = (self.anthropic, self.gemini, self.openai)
         """Every mounted provider API, most specific paths first."""
         self._http: _HttpServer | None = None
         self._thread: threading.Thread | None = None
@@ -368,7 +381,8 @@ class LocalBatchServer:
 
     @property
     def url(self) -> str:
-        """``http://HOST:PORT``: the root every provider's routes hang from."""
+        """``http://HOST:PORT``: the root every provider's routes hang from (pass it as
+        the ``anthropic`` client's ``base_url``)."""
         return f"http://{self.host}:{self.port}"
 
     @property
@@ -408,6 +422,7 @@ class LocalBatchServer:
         after advancing the batches so that finished ones are counted."""
         self.openai.store.advance()
         self.gemini.store.advance()
+        self.anthropic.store.advance()
         return self.context.counters.snapshot()
 
     @property
@@ -446,7 +461,10 @@ def serve(
     """
     stop = stop or threading.Event()
     with server:
-        announce(f"batchor local OpenAI Batch server listening on {server.base_url}")
+        announce(
+            f"batchor local batch server listening on {server.base_url} "
+            f"(OpenAI; Anthropic at {server.url})"
+        )
         announce(f"Gemini batch mode on {server.gemini_url} (GEMINI_BASE_URL)")
         try:
             while not stop.wait(0.2):

@@ -8,7 +8,8 @@ needs an estimate that is always >= this one, so the rule is kept this simple:
 * every message (an object in ``messages``, or in a list ``input``) costs 4
   more, plus its ``content``: a string, or a list of parts whose ``text`` string
   is counted (image, file and audio parts count 0);
-* ``instructions`` (a string) is counted, without the 4;
+* ``instructions`` (a string) is counted, without the 4, and so is ``system``
+  (Anthropic's: a string, or a list of parts whose ``text`` is counted);
 * in a list ``input`` a string item is counted as a string, an integer item is
   one token and a list of integers (a token array) is one token per integer; an
   object with a ``text`` string and no ``role`` (a moderation's text part) is
@@ -81,12 +82,14 @@ def count_request_tokens(body: Mapping[str, Any]) -> int:
 
     Works for ``/v1/responses`` (``input``, ``instructions``), ``/v1/chat/completions``
     (``messages``), ``/v1/embeddings`` and ``/v1/moderations`` (``input``),
-    ``/v1/completions`` and the images endpoints (``prompt``) bodies alike.
+    ``/v1/completions`` and the images endpoints (``prompt``) bodies alike, and for
+    the ``params`` of an Anthropic request (``system``, ``messages``).
     """
     total = 0
     instructions = body.get("instructions")
     if isinstance(instructions, str):
         total += count_text_tokens(instructions)
+    total += _count_content(body.get("system"))
     total += _count_input(body.get("input"))
     total += _count_input(body.get("prompt"))
     messages = body.get("messages")
