@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 from local_server_kit import BatchKit, make_client
-from openai_spec import TALLY
+from openai_spec import VALIDATED_PROPERTY
 
 from batchor.testing import LocalBatchServer, ManualClock
 
@@ -36,8 +37,14 @@ def kit(client: openai.OpenAI) -> BatchKit:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say how much the conformance test validated against OpenAI's spec."""
-    if TALLY:
-        kinds = ", ".join(f"{count} {kind}" for kind, count in TALLY.most_common())
+    """Say how much the conformance test validated against OpenAI's spec (its report
+    carries the tally, whichever worker process ran it)."""
+    tally: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("passed", []):
+        for name, value in getattr(report, "user_properties", ()):
+            if name == VALIDATED_PROPERTY:
+                tally.update(value)
+    if tally:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in tally.most_common())
         terminalreporter.write_sep("-", "OpenAI spec conformance")
-        terminalreporter.write_line(f"{sum(TALLY.values())} validated: {kinds}")
+        terminalreporter.write_line(f"{sum(tally.values())} validated: {kinds}")

@@ -25,6 +25,8 @@ SPEC_PATH = Path(__file__).with_name("openapi") / "openai-batch-subset.json"
 _BASE_URI = "urn:openai-openapi"
 
 TALLY: Counter[str] = Counter()
+VALIDATED_PROPERTY = "openai_spec_validated"
+"""The test property carrying the tally to the summary (tests may run in workers)."""
 """Everything validated in this test session, by kind (printed in the summary)."""
 
 CLOSED_SCHEMAS = (
