@@ -3,6 +3,7 @@ executable calls), on runs arranged with the Python API."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -170,14 +171,15 @@ def test_start_stores_the_job_its_options_describe(
     assert provider.base_url == server.base_url
     assert provider.enqueue_limits is not None
     assert provider.enqueue_limits.enqueued_token_limit == 5000
-    segment = tmp_path / "runs.artifacts" / "runs" / "described" / "requests" / "000000.jsonl"
-    first = json.loads(segment.read_text().splitlines()[0])
+    segment = tmp_path / "runs.artifacts" / "runs" / "described" / "requests" / "000000.jsonl.gz"
+    lines = gzip.decompress(segment.read_bytes()).decode()
+    first = json.loads(lines.splitlines()[0])
     assert first["custom_id"] == "t0"
     assert first["body"]["messages"] == [
         {"role": "system", "content": "Answer in one word."},
         {"role": "user", "content": "Ticket t0 (priority 0): ticket 0 about billing"},
     ]
-    assert TEST_API_KEY not in segment.read_text()
+    assert TEST_API_KEY not in lines
 
 
 def test_start_refuses_to_resume_with_another_prompt(

@@ -33,4 +33,4 @@ def test_a_run_in_postgresql_storage_is_started_waited_for_and_read(
     )
     assert [run.run_id for run in runner.list_runs()] == [run_id]
     assert runner.get_run(run_id).summary().completed_items == 3
-    assert list((cli.cwd / "artifacts" / "runs" / run_id).rglob("*.jsonl"))
+    assert list((cli.cwd / "artifacts" / "runs" / run_id).rglob("*.jsonl.gz"))

@@ -66,9 +66,9 @@ def test_raw_outputs_must_be_exported_before_they_are_pruned(
         run.prune_artifacts()
 
     requests_only = run.prune_artifacts(include_raw_outputs=False)
-    assert requests_only.removed_artifact_paths == [f"runs/{run.run_id}/requests/000000.jsonl"]
+    assert requests_only.removed_artifact_paths == [f"runs/{run.run_id}/requests/000000.jsonl.gz"]
     assert requests_only.kept_artifact_paths == [
-        f"runs/{run.run_id}/outputs/batch-000001.output.jsonl"
+        f"runs/{run.run_id}/outputs/batch-000001.output.jsonl.gz"
     ]
 
     run.export_artifacts(tmp_path / "exports")
@@ -83,7 +83,7 @@ def test_runs_can_skip_raw_output_artifacts(
     run = runner.run_and_wait(job(provider_config, artifact_policy=policy))
 
     assert run.prune_artifacts().removed_artifact_paths == [
-        f"runs/{run.run_id}/requests/000000.jsonl"
+        f"runs/{run.run_id}/requests/000000.jsonl.gz"
     ]
     assert all(result.output_text for result in run.results())
 

@@ -31,6 +31,7 @@ from dagster_kit import (
     ticket_table,
     triage_job,
 )
+from tests.files_kit import readable_bytes
 
 from batchor.testing import LocalBatchServer
 from batchor_dagster import (
@@ -286,4 +287,4 @@ def test_the_api_key_appears_in_no_event_log_run_config_or_file(pipeline: Pipeli
     for root in (Path(instance.root_directory), pipeline.root):
         for path in root.rglob("*"):
             if path.is_file():
-                assert TEST_API_KEY.encode() not in path.read_bytes(), path
+                assert TEST_API_KEY.encode() not in readable_bytes(path), path

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.cli.cli_kit import Cli, deterministic_environment, run_concurrently
+from tests.files_kit import readable_bytes
 
 from batchor.testing import LocalBatchServer
 
@@ -48,7 +49,7 @@ def test_a_key_in_the_base_url_is_used_and_stored_nowhere(tmp_path: Path) -> Non
         assert secret not in printed
         for path in tmp_path.rglob("*"):
             if path.is_file():
-                assert secret.encode() not in path.read_bytes(), path
+                assert secret.encode() not in readable_bytes(path), path
     assert started.code == 0, started
     assert all(outcome.code == 0 for outcome in outcomes.values()), outcomes
     assert (tmp_path / "exported" / "keyed" / "manifest.json").is_file()

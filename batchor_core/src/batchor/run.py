@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from batchor.artifacts.base import ArtifactStore, run_prefix
+from batchor.artifacts.base import ArtifactStore, open_jsonl_read, plain_name, run_prefix
 from batchor.engine.config import RunConfig
 from batchor.engine.driver import RunDriver
 from batchor.engine.planning import estimated_cost_usd, poll_delay
@@ -388,18 +388,19 @@ class Run:
 
     def export_artifacts(self, directory: str | Path) -> ArtifactExport:
         """Copy the run's artifacts plus ``results.jsonl`` into ``directory/<run_id>/``
-        and write ``manifest.json`` (path, bytes, sha256 of each file)."""
+        and write ``manifest.json`` (path, bytes, sha256 of each file). Artifacts are
+        kept compressed; the export holds them as the plain JSONL they are."""
         record = self._require_terminal("export_artifacts()")
         destination = Path(directory).resolve() / self.run_id
         destination.mkdir(parents=True, exist_ok=True)
         prefix = run_prefix(self.run_id)
         exported: list[str] = []
         for key in self._artifact_keys():
-            relative = key[len(prefix) :]
+            relative = plain_name(key[len(prefix) :])  # exported as the plain JSONL it holds
             target = destination / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             with (
-                self._artifacts.open_read(key) as source,
+                open_jsonl_read(self._artifacts, key) as source,
                 replaced_atomically(target) as temporary,
                 temporary.open("wb") as handle,
             ):

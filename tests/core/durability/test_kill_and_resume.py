@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.files_kit import readable_bytes
 
 from batchor import BatchRunner, LocalArtifactStore, RunStatus, SQLiteStorage
 from batchor.testing import LocalBatchServer
@@ -84,7 +85,7 @@ def assert_exactly_once(data_dir: Path, server: LocalBatchServer) -> None:
 def assert_key_never_stored(data_dir: Path) -> None:
     for path in data_dir.rglob("*"):
         if path.is_file():
-            assert API_KEY.encode() not in path.read_bytes(), f"API key found in {path}"
+            assert API_KEY.encode() not in readable_bytes(path), f"API key found in {path}"
 
 
 def call_count(server: LocalBatchServer, prefix: str) -> int:

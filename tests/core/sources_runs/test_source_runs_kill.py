@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from source_runs_kit import KINDS, expected_ids, rows, write_input
+from tests.files_kit import readable_bytes
 
 from batchor import BatchRunner, LocalArtifactStore, RunStatus, SQLiteStorage
 from batchor.testing import LocalBatchServer
@@ -80,4 +81,4 @@ def test_killed_mid_ingestion_resumes_every_row_exactly_once(
     assert Counter(batch.custom_ids) == Counter(expected_ids(kind, ROWS))
     for path in tmp_path.rglob("*"):
         if path.is_file():
-            assert API_KEY.encode() not in path.read_bytes(), f"API key found in {path}"
+            assert API_KEY.encode() not in readable_bytes(path), f"API key found in {path}"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.files_kit import readable_bytes
 
 from batchor import BatchRunner, LocalArtifactStore, RunStatus, SQLiteStorage
 from batchor.testing import LocalBatchServer
@@ -85,7 +86,7 @@ def assert_exactly_once(data_dir: Path, server: LocalBatchServer) -> None:
     assert server.gemini.store.batches == {}, "collected batches are deleted"
     for path in data_dir.rglob("*"):
         if path.is_file():
-            assert API_KEY.encode() not in path.read_bytes(), f"API key found in {path}"
+            assert API_KEY.encode() not in readable_bytes(path), f"API key found in {path}"
 
 
 def calls(server: LocalBatchServer, key: str) -> int:

@@ -20,7 +20,12 @@ from typing import BinaryIO
 
 from pydantic import BaseModel
 
-from batchor.artifacts.base import ArtifactStore, raw_output_key
+from batchor.artifacts.base import (
+    ArtifactStore,
+    open_jsonl_read,
+    open_jsonl_write,
+    raw_output_key,
+)
 from batchor.engine.config import RunConfig
 from batchor.engine.outcomes import decide
 from batchor.engine.structured import StructuredOutput
@@ -74,10 +79,10 @@ class Collector:
             for kind, ref in zip(_RESULT_FILE_KINDS, remote.result_files, strict=False):
                 if keep_raw:
                     key = raw_output_key(self.run_id, batch.batch_number, kind)
-                    with self.artifacts.open_write(key) as handle:
+                    with open_jsonl_write(self.artifacts, key) as handle:
                         self.provider.download(ref, handle)
                     kept[kind] = key
-                    files.append(stack.enter_context(self.artifacts.open_read(key)))
+                    files.append(stack.enter_context(open_jsonl_read(self.artifacts, key)))
                 else:
                     path = Path(workdir) / f"{kind}.jsonl"
                     with path.open("wb") as handle:

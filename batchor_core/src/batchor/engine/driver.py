@@ -24,12 +24,14 @@ import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import BaseModel
 
-from batchor.artifacts.base import ArtifactStore, request_segment_key
+from batchor.artifacts.base import ArtifactStore, open_jsonl_read, request_segment_key
 from batchor.engine.collect import Collector
 from batchor.engine.config import RunConfig
 from batchor.engine.limits import PlanningLimits, learned_value
@@ -368,21 +370,27 @@ class RunDriver:
 
     def _write_batch_input(self, batch: BatchRecord, path: Path) -> None:
         """Copy the batch's request lines from the request segments into ``path``,
-        one read per run of adjacent lines (a fresh batch is a few long runs)."""
-        with path.open("wb") as output:
+        one read per run of adjacent lines (a fresh batch is a few long runs). Runs
+        come in item order, so each segment is decompressed once, reading forward."""
+        with path.open("wb") as output, ExitStack() as segments:
+            opened: tuple[int, BinaryIO] | None = None
             for segment, start, end in _adjacent_runs(self.batches.request_spans(batch.batch_pk)):
-                with self.artifacts.open_read(request_segment_key(self.run_id, segment)) as handle:
-                    handle.seek(start)
-                    remaining = end - start
-                    while remaining:
-                        block = handle.read(min(remaining, 8 * 1024 * 1024))
-                        if not block:
-                            raise StorageError(
-                                f"request segment {segment} of run {self.run_id!r} is "
-                                f"truncated in {self.artifacts.location}"
-                            )
-                        output.write(block)
-                        remaining -= len(block)
+                if opened is None or opened[0] != segment or opened[1].tell() > start:
+                    segments.close()
+                    key = request_segment_key(self.run_id, segment)
+                    opened = (segment, segments.enter_context(open_jsonl_read(self.artifacts, key)))
+                handle = opened[1]
+                handle.seek(start)
+                remaining = end - start
+                while remaining:
+                    block = handle.read(min(remaining, 8 * 1024 * 1024))
+                    if not block:
+                        raise StorageError(
+                            f"request segment {segment} of run {self.run_id!r} is "
+                            f"truncated in {self.artifacts.location}"
+                        )
+                    output.write(block)
+                    remaining -= len(block)
 
     def _never_ran(self, batch: BatchRecord, code: str, message: str) -> None:
         """The provider rejected the batch outright: its items never ran, so they go

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from json.encoder import encode_basestring
 from typing import Any
 
-from batchor.artifacts.base import ArtifactStore, request_segment_key
+from batchor.artifacts.base import ArtifactStore, open_jsonl_write, request_segment_key
 from batchor.engine.driver import LEASE_TTL_SECONDS, is_dead_local_owner
 from batchor.errors import (
     BatchorError,
@@ -222,7 +222,7 @@ def _ingest_slices(
             items, fresh, position, job, provider, segment, item_count
         )
         if new_items:
-            with artifacts.open_write(request_segment_key(record.run_id, segment)) as handle:
+            with open_jsonl_write(artifacts, request_segment_key(record.run_id, segment)) as handle:
                 handle.write(payload)
         if isinstance(source, CheckpointedItemSource):
             checkpoint_json = canonical_json(durable_checkpoint(source, checkpoint))

@@ -152,7 +152,7 @@ class BatchStore:
         with self._db.read() as conn:
             rows = conn.execute(
                 select(items.c.segment, items.c.request_offset, items.c.request_length)
-                .where(items.c.batch_pk == batch_pk)
+                .where(items.c.batch_pk == batch_pk, items.c.status == ItemStatus.SUBMITTED.value)
                 .order_by(items.c.item_index)
             )
             for row in rows:
@@ -206,7 +206,7 @@ class BatchStore:
         with self._db.write() as conn:
             conn.execute(
                 update(items)
-                .where(items.c.batch_pk == batch_pk)
+                .where(items.c.batch_pk == batch_pk, items.c.status == ItemStatus.SUBMITTED.value)
                 .values(status=ItemStatus.PENDING.value, batch_pk=None)
             )
             conn.execute(

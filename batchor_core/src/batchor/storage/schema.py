@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     literal,
+    text,
     update,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -98,9 +99,30 @@ items = Table(
     Column("cached_input_tokens", BigInteger),
     Column("reasoning_tokens", BigInteger),
     Index("ix_items_run_item_id", "run_pk", "item_id", unique=True),
-    Index("ix_items_run_status", "run_pk", "status", "item_index"),
-    Index("ix_items_batch", "batch_pk"),
-    Index("ix_items_run_sequence", "run_pk", "sequence"),
+    # Partial indexes: an item is in each only while it is in that state, so a
+    # finished run's items cost one index entry besides their id's.
+    Index(
+        "ix_items_pending",
+        "run_pk",
+        "item_index",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index(
+        "ix_items_submitted",
+        "batch_pk",
+        "item_index",
+        sqlite_where=text("status = 'submitted'"),
+        postgresql_where=text("status = 'submitted'"),
+    ),
+    Index(
+        "ix_items_sequence",
+        "run_pk",
+        "sequence",
+        sqlite_where=text("sequence IS NOT NULL"),
+        postgresql_where=text("sequence IS NOT NULL"),
+    ),
+    sqlite_with_rowid=False,  # rows live in the primary key's tree: one copy, not two
 )
 
 batches = Table(
@@ -184,6 +206,13 @@ def _to_version_2(conn: Connection) -> None:
         (batches, "pending_cleanup"),
     ):
         conn.execute(AddColumn(target, name))
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    for old in ("ix_items_run_status", "ix_items_batch", "ix_items_run_sequence"):
+        name = f'"{schema}".{old}' if schema else old
+        conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+    for index in items.indexes:
+        if index.name != "ix_items_run_item_id":
+            index.create(conn)
     conn.execute(update(runs).values(provider="openai"))
     conn.execute(
         update(batches).values(

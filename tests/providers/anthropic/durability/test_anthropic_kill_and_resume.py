@@ -23,6 +23,7 @@ from pathlib import Path
 
 import anthropic
 import pytest
+from tests.files_kit import readable_bytes
 
 from batchor import BatchRunner, LocalArtifactStore, RunStatus, SQLiteStorage
 from batchor.testing import BatchPace, LocalBatchServer
@@ -100,7 +101,7 @@ def assert_exactly_once(data_dir: Path, server: LocalBatchServer, *, others: int
     assert counters.requests_executed[MODEL] == ITEM_COUNT * (1 + others)
     for path in data_dir.rglob("*"):
         if path.is_file():
-            assert API_KEY.encode() not in path.read_bytes(), f"API key found in {path}"
+            assert API_KEY.encode() not in readable_bytes(path), f"API key found in {path}"
 
 
 @contextlib.contextmanager
