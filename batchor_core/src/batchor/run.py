@@ -46,7 +46,7 @@ from batchor.results import (
 from batchor.results_table import ResultsTableLayout
 from batchor.storage.base import Storage
 from batchor.storage.records import RunRecord, StoredItem
-from batchor.types import Clock
+from batchor.types import Clock, parse_json
 
 
 class Run:
@@ -302,7 +302,7 @@ class Run:
                 stored.cached_input_tokens or 0,
                 stored.reasoning_tokens or 0,
             ),
-            metadata=json.loads(stored.metadata_json) if stored.metadata_json else {},
+            metadata=parse_json(stored.metadata_json) if stored.metadata_json else {},
             sequence=stored.sequence or 0,
             resubmissions=stored.resubmissions,
             output_error=read.error,

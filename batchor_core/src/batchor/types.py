@@ -6,7 +6,8 @@ but :mod:`batchor.errors`.
   :class:`RequestOptions` and :class:`Tool` for requests of any shape);
 - :class:`FrozenConfig`, the base of every settings object;
 - lineage: :data:`LINEAGE_KEY` and the :class:`Lineage` it holds;
-- :func:`canonical_json`, the one JSON encoding batchor stores, hashes and compares;
+- :func:`canonical_json`, the one JSON encoding batchor stores, hashes and compares,
+  and :func:`parse_json`, the one fast parser;
 - :class:`Usage`, the tokens a provider reports;
 - run ids (:data:`RUN_ID_PATTERN`, :func:`check_run_id`);
 - references to structured-output classes (:func:`model_reference`, :func:`import_model`);
@@ -23,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypedDict
 
+import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from batchor.errors import ConfigurationError, StructuredOutputImportError
@@ -246,6 +248,13 @@ def canonical_json(value: Any) -> str:
     """The one JSON text batchor stores, hashes and compares: sorted keys, no spaces,
     non-ASCII kept as is. Equal values always give equal text."""
     return _CANONICAL_ENCODER.encode(value)
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Parse JSON text: the one parser batchor uses on hot paths (result lines,
+    stored metadata), orjson, about three times the standard library's speed.
+    Raises :class:`ValueError` for text that is not JSON."""
+    return orjson.loads(data)
 
 
 # -- run ids ------------------------------------------------------------------------------

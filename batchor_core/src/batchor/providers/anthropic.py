@@ -91,7 +91,15 @@ from batchor.providers.base import (
     tool_calls_text,
 )
 from batchor.providers.tokens import estimate_prompt_parts_tokens, estimate_prompt_tokens
-from batchor.types import ContentPart, FrozenConfig, Message, PromptParts, RequestOptions, Usage
+from batchor.types import (
+    ContentPart,
+    FrozenConfig,
+    Message,
+    PromptParts,
+    RequestOptions,
+    Usage,
+    parse_json,
+)
 
 if TYPE_CHECKING:
     import anthropic
@@ -537,7 +545,7 @@ class AnthropicBatchProvider:
 
     def parse_result_line(self, line: bytes) -> RequestOutcome:
         try:
-            record = json.loads(line)
+            record = parse_json(line)
             custom_id = record["custom_id"]
             result = record["result"]
             kind = result["type"]

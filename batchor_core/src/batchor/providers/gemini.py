@@ -64,7 +64,7 @@ from batchor.providers.base import (
     tool_calls_text,
 )
 from batchor.providers.tokens import estimate_prompt_parts_tokens, estimate_prompt_tokens
-from batchor.types import ContentPart, Message, PromptParts, RequestOptions, Usage
+from batchor.types import ContentPart, Message, PromptParts, RequestOptions, Usage, parse_json
 
 if TYPE_CHECKING:
     from google import genai
@@ -813,7 +813,7 @@ class GeminiBatchProvider:
 
     def parse_result_line(self, line: bytes) -> RequestOutcome:
         try:
-            record = json.loads(line)
+            record = parse_json(line)
             key = record["key"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ResultLineError(f"unparseable result line: {exc}") from exc

@@ -62,6 +62,7 @@ from batchor.types import (
     Tool,
     Usage,
     message_text,
+    parse_json,
 )
 
 if TYPE_CHECKING:
@@ -491,7 +492,7 @@ class OpenAIBatchProvider:
 
     def parse_result_line(self, line: bytes) -> RequestOutcome:
         try:
-            record = json.loads(line)
+            record = parse_json(line)
             custom_id = record["custom_id"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ResultLineError(f"unparseable result line: {exc}") from exc

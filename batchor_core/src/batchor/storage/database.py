@@ -96,15 +96,38 @@ class Database:
             render_schema_translate=bool(translate),
         )
         fixed = compiled.params
+        extra = {name: value for name, value in fixed.items() if name not in rows[0]}
         if compiled.positiontup is not None:
             order = compiled.positiontup
-            parameters: list[Any] = [
+            parameters: Sequence[Any] = [
                 tuple(row[name] if name in row else fixed[name] for name in order) for row in rows
             ]
+        elif extra:
+            parameters = [{**extra, **row} for row in rows]
         else:
-            parameters = [{**fixed, **row} for row in rows]
+            parameters = rows  # every parameter is in every row: sent as they are
         for start in range(0, len(parameters), WRITE_CHUNK):
-            conn.exec_driver_sql(compiled.string, parameters[start : start + WRITE_CHUNK])
+            conn.exec_driver_sql(compiled.string, list(parameters[start : start + WRITE_CHUNK]))
+
+    @staticmethod
+    def fetch_rows(conn: Connection, statement: Any) -> list[Any]:
+        """The rows of a SELECT as the driver returns them: no per-value type
+        processing (booleans may come back as 0/1), for reads of many rows."""
+        translate = conn.get_execution_options().get("schema_translate_map")
+        compiled = statement.compile(
+            dialect=conn.dialect,
+            schema_translate_map=translate,
+            render_schema_translate=bool(translate),
+        )
+        params = compiled.params
+        if compiled.positiontup is not None:
+            params = tuple(params[name] for name in compiled.positiontup)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(compiled.string, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

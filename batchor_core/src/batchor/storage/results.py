@@ -100,7 +100,7 @@ class ResultStore:
         if limit is not None:
             query = query.limit(limit)
         with self._db.read() as conn:
-            return [_stored_item(row) for row in conn.execute(query)]
+            return [_stored_item(row) for row in self._db.fetch_rows(conn, query)]
 
     def iter_terminal(self, run_pk: int, *, after_sequence: int = 0) -> Iterator[StoredItem]:
         """All terminal items in sequence order, read in bounded pages."""
@@ -114,5 +114,8 @@ class ResultStore:
 
 
 def _stored_item(row: Any) -> StoredItem:
-    # positional: this runs once per result read
-    return StoredItem(row[0], row[1], ItemStatus(row[2]), *row[3:])
+    # positional: this runs once per result read (error_retryable may be 0/1)
+    return StoredItem(row[0], row[1], _STATUSES[row[2]], *row[3:])
+
+
+_STATUSES = {status.value: status for status in ItemStatus}
