@@ -4,6 +4,8 @@ open a fresh schema at once."""
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,7 @@ from batchor import (
     StorageError,
 )
 from batchor.storage import schema
+from batchor.testing import LocalBatchServer
 
 Opener = Callable[[], Storage]
 
@@ -95,3 +98,34 @@ def test_many_processes_may_open_a_fresh_postgres_schema_at_once(
         with engine.begin() as conn:
             conn.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{fresh}" CASCADE'))
         engine.dispose()
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_version_1_database_migrates_forward_and_its_runs_go_on(
+    tmp_path: Path, server: LocalBatchServer
+) -> None:
+    """A SQLite database and artifacts written by batchor with schema version 1 (a
+    finished run, and one whose items were never submitted) still serve both."""
+    database = tmp_path / "runs.sqlite3"
+    with sqlite3.connect(database) as conn:
+        conn.executescript((FIXTURES / "schema_v1" / "runs.sql").read_text())
+    shutil.copytree(FIXTURES / "schema_v1" / "artifacts", tmp_path / "artifacts")
+
+    storage = SQLiteStorage(path=database)
+    runner = BatchRunner(
+        storage,
+        LocalArtifactStore(tmp_path / "artifacts"),
+        api_key="sk-migrated",
+        base_url=server.base_url,
+    )
+    finished = runner.get_run("finished_v1").results()
+    pending = runner.get_run("pending_v1").wait(timeout=60)
+
+    assert version_rows(storage) == [("schema_version", str(schema.SCHEMA_VERSION))]
+    assert [(result.item_id, result.metadata) for result in finished] == [
+        (f"d{n}", {"n": n}) for n in range(4)
+    ]
+    assert all(result.output_text and result.attempts == 1 for result in finished)
+    assert pending.completed_items == 3 and pending.provider == "openai"
