@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import case, func, select
 
 from batchor.results import ItemStatus
-from batchor.storage.database import WRITE_CHUNK, Database
+from batchor.storage.database import Database
 from batchor.storage.records import BatchState, RunCounts, StoredItem
 from batchor.storage.schema import batches, items
 
@@ -101,16 +100,6 @@ class ResultStore:
             query = query.limit(limit)
         with self._db.read() as conn:
             return [_stored_item(row) for row in self._db.fetch_rows(conn, query)]
-
-    def iter_terminal(self, run_pk: int, *, after_sequence: int = 0) -> Iterator[StoredItem]:
-        """All terminal items in sequence order, read in bounded pages."""
-        cursor = after_sequence
-        while True:
-            page = self.read_terminal(run_pk, after_sequence=cursor, limit=WRITE_CHUNK)
-            yield from page
-            if len(page) < WRITE_CHUNK:
-                return
-            cursor = page[-1].sequence or cursor
 
 
 def _stored_item(row: Any) -> StoredItem:
