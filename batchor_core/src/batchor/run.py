@@ -47,8 +47,9 @@ from batchor.results import (
 )
 from batchor.results_table import ResultsTableLayout
 from batchor.storage.base import Storage
+from batchor.storage.item_metadata import decode_metadata
 from batchor.storage.records import RunRecord, StoredItem
-from batchor.types import Clock, parse_json
+from batchor.types import Clock
 
 _RESULT_PAGE = 5_000
 """Terminal results read from storage at a time when streaming them."""
@@ -494,7 +495,7 @@ def _to_result(stored: StoredItem, read: ReadOutput) -> ItemResult:
             stored.cached_input_tokens or 0,
             stored.reasoning_tokens or 0,
         ),
-        metadata=parse_json(stored.metadata_json) if stored.metadata_json else {},
+        metadata=decode_metadata(stored.item_id, stored.metadata_json),
         sequence=stored.sequence or 0,
         resubmissions=stored.resubmissions,
         output_error=read.error,

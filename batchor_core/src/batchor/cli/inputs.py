@@ -92,9 +92,15 @@ class RowReader:
         if not isinstance(row, Mapping):
             raise ValueError(f"expected a JSON object, got {type(row).__name__}")
         values = {name: row[name] for name in self.fields}
+        if all(type(value) in _JSON_SCALARS for value in values.values()):
+            return values
         # Parquet rows may hold dates, decimals or bytes; payloads must be JSON.
         converted: dict[str, Any] = json.loads(json.dumps(values, default=str))
         return converted
+
+
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+"""Value types a payload keeps as they are (JSON already; the rest goes through JSON)."""
 
 
 def input_format(path: Path) -> str:

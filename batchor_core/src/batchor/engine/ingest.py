@@ -8,8 +8,8 @@ leaves a segment nobody points to, which the resumed ingestion overwrites.
 Memory is bounded by one slice (``ChunkPolicy.ingest_slice_size`` items and
 their request lines), whatever the size of the input. This loop runs once per
 input item, so it avoids per-item work that is not needed: no wrapper objects,
-and the JSON that built-in sources produce (lineage metadata, simple payloads)
-is checked and encoded without going through :func:`json.dumps`.
+simple payloads checked without :func:`json.dumps`, and lineage stored in its
+short form (:mod:`batchor.storage.item_metadata`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from json.encoder import encode_basestring
 from typing import Any
 
 from batchor.artifacts.base import ArtifactStore, open_jsonl_write, request_segment_key
@@ -37,9 +36,9 @@ from batchor.providers.base import BatchProvider
 from batchor.results import RunControlState
 from batchor.sources.base import CheckpointedItem, CheckpointedItemSource, durable_checkpoint
 from batchor.storage.base import Storage
+from batchor.storage.item_metadata import decode_metadata, encode_metadata
 from batchor.storage.records import NewItem, RunRecord
 from batchor.types import (
-    LINEAGE_FIELDS,
     LINEAGE_KEY,
     BatchItem,
     Clock,
@@ -364,7 +363,7 @@ def _duplicate_error(
     """The error for an item whose id the run already stored as item ``stored_index``
     (the input position for checkpointed sources, which store every item in order)."""
     stored_metadata = storage.ingest.item_metadata(record.run_pk, stored_index)
-    lineage = json.loads(stored_metadata).get(LINEAGE_KEY) if stored_metadata else None
+    lineage = decode_metadata(item.item_id, stored_metadata).get(LINEAGE_KEY)
     label = "input position" if checkpointed else "item index"
     stored_where = f"{label} {stored_index}" + _lineage_text(lineage)
     return DuplicateItemIdError(
@@ -529,57 +528,10 @@ def _check_payload_json(item: BatchItem, position: int) -> None:
 
 
 def _metadata_json(item: BatchItem, position: int) -> str | None:
-    """``canonical_json(item.metadata)``, or None for no metadata."""
-    metadata = item.metadata
-    if not metadata:
-        return None
-    if type(metadata) is dict and len(metadata) == 1:
-        lineage = metadata.get(LINEAGE_KEY)
-        if type(lineage) is dict and lineage.keys() == _LINEAGE_KEYS:
-            encoded = _file_lineage_json(lineage)
-            if encoded is not None:
-                return encoded
     try:
-        return canonical_json(dict(metadata))
+        return encode_metadata(item.item_id, item.metadata)
     except (TypeError, ValueError) as exc:
         raise ItemBuildError(
             f"the metadata of item {item.item_id!r} ({_where(item, position)}) is not "
             f"JSON-serialisable: {exc}"
         ) from exc
-
-
-_LINEAGE_KEYS = frozenset(LINEAGE_FIELDS)
-_FILE_LINEAGE_TEMPLATE = (
-    '{"batchor_lineage":{"partition_id":null,"source_item_index":%s,'
-    '"source_namespace":%s,"source_primary_key":%s,"source_ref":%s}}'
-)
-
-
-def _file_lineage_json(lineage: dict[str, Any]) -> str | None:
-    """:func:`~batchor.types.canonical_json` of ``{"batchor_lineage": lineage}`` for
-    the lineage the file sources write (alone or under a composite), built directly:
-    it is the metadata of most items, and this is several times faster than the
-    encoder. None for any other shape."""
-    index = lineage["source_item_index"]
-    namespace = lineage["source_namespace"]
-    key = lineage["source_primary_key"]
-    ref = lineage["source_ref"]
-    if (
-        lineage["partition_id"] is not None
-        or type(index) is not int
-        or type(key) is not str
-        or type(ref) is not str
-    ):
-        return None
-    if namespace is None:
-        encoded_namespace = "null"
-    elif type(namespace) is str:
-        encoded_namespace = encode_basestring(namespace)
-    else:
-        return None
-    return _FILE_LINEAGE_TEMPLATE % (
-        int.__repr__(index),
-        encoded_namespace,
-        encode_basestring(key),
-        encode_basestring(ref),
-    )
