@@ -1,6 +1,7 @@
 """Ingestion benchmark: a large Parquet file into a durable run, in flat memory.
 
     .venv/bin/python benchmarks/ingest_benchmark.py [--rows 1000000] [--no-full-run]
+        [--prompt callbacks|column] [--profile] [--keep]
 
 Generates Parquet files of ``rows / 10`` and ``rows`` rows (an ``id`` and a
 ``text`` of about 200 characters) under ``benchmarks/.work/ingest/`` and, each
@@ -116,9 +117,23 @@ def child_raw_read(path: Path) -> dict[str, Any]:
     }
 
 
-def make_job(path: Path, base_url: str) -> Any:
+def make_job(path: Path, base_url: str, prompt: str = "callbacks") -> Any:
+    """The job over ``path``: ``callbacks`` is the seed's per-row functions,
+    ``column`` the CLI's and the Dagster component's ``--id-column id
+    --prompt-column text``."""
     from batchor import BatchJob, OpenAIProviderConfig, ParquetItemSource, PromptParts
 
+    provider = OpenAIProviderConfig(model=MODEL, api_key="sk-bench", base_url=base_url)
+    if prompt == "column":
+        from batchor import PromptBuilder
+        from batchor.cli.inputs import open_source
+
+        builder = PromptBuilder.from_column("text")
+        return BatchJob(
+            items=open_source([path], "id", builder),
+            build_prompt=builder,
+            provider_config=provider,
+        )
     source = ParquetItemSource(
         path,
         item_id_from_row=lambda row: str(row["id"]),
@@ -128,7 +143,7 @@ def make_job(path: Path, base_url: str) -> Any:
     return BatchJob(
         items=source,
         build_prompt=lambda item: PromptParts(prompt=item.payload["text"]),
-        provider_config=OpenAIProviderConfig(model=MODEL, api_key="sk-bench", base_url=base_url),
+        provider_config=provider,
     )
 
 
@@ -143,14 +158,14 @@ def make_runner(directory: Path) -> Any:
     )
 
 
-def child_ingest(path: Path, directory: Path, profile: bool) -> dict[str, Any]:
+def child_ingest(path: Path, directory: Path, profile: bool, prompt: str) -> dict[str, Any]:
     import openai
 
     # The openai package imports its types lazily on first use (about a second, once per
     # process); do that before timing, so the rate is the steady ingestion rate.
     openai.OpenAI(api_key="sk-bench", base_url="http://127.0.0.1:9/v1")
     runner = make_runner(directory)
-    job = make_job(path, "http://127.0.0.1:9/v1")  # ingestion never calls the provider
+    job = make_job(path, "http://127.0.0.1:9/v1", prompt)  # ingestion never calls the provider
     started, cpu_started = time.perf_counter(), cpu_seconds()
     if profile:
         import cProfile
@@ -256,6 +271,12 @@ def main() -> None:
     parser.add_argument("--no-full-run", action="store_true", help="skip the end-to-end run")
     parser.add_argument("--profile", action="store_true", help="cProfile the large ingestion")
     parser.add_argument(
+        "--prompt",
+        choices=["callbacks", "column"],
+        default="callbacks",
+        help="per-row Python callbacks, or the CLI's --id-column / --prompt-column path",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the runs' databases and artifacts afterwards"
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -265,7 +286,7 @@ def main() -> None:
         if mode == "raw-read":
             figures = child_raw_read(Path(rest[0]))
         elif mode == "ingest":
-            figures = child_ingest(Path(rest[0]), Path(rest[1]), rest[2] == "profile")
+            figures = child_ingest(Path(rest[0]), Path(rest[1]), rest[2] == "profile", rest[3])
         else:
             figures = child_full_run(Path(rest[0]), Path(rest[1]), rest[2])
         figures["peak_rss_mb"] = peak_rss_mb()
@@ -278,7 +299,9 @@ def main() -> None:
         profile = "profile" if args.profile and rows == args.rows else "plain"
         measured[rows] = {
             "raw": run_child("raw-read", str(path)),
-            "ingest": run_child("ingest", str(path), str(WORK / f"run-{rows}"), profile),
+            "ingest": run_child(
+                "ingest", str(path), str(WORK / f"run-{rows}"), profile, args.prompt
+            ),
         }
         print(f"measured {rows:,} rows: {json.dumps(measured[rows])}", file=sys.stderr)
 
@@ -310,7 +333,7 @@ def main() -> None:
                 f"{ingest['artifact_bytes_per_item']:.0f} artifacts)",
             )
         )
-    print_table("Ingestion (ParquetItemSource -> SQLiteStorage + LocalArtifactStore)", table)
+    print_table(f"Ingestion, {args.prompt} (Parquet -> SQLiteStorage + LocalArtifactStore)", table)
     small, large = sizes(args.rows)
     growth = measured[large]["ingest"]["peak_rss_mb"] / measured[small]["ingest"]["peak_rss_mb"]
     print(f"  peak RSS {large:,} rows / {small:,} rows: {growth:.2f}x")
