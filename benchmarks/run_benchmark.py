@@ -78,6 +78,16 @@ elif PROVIDER == "gemini":
 else:
     config = OpenAIProviderConfig(model="gpt-4.1-mini", api_key="sk-bench", base_url=BASE_URL)
 
+# Time each batch's collection (download, parse, validate, record), the engine's own step.
+from batchor.engine.collect import Collector
+collect_seconds = []
+_collect = Collector.collect
+def timed_collect(self, batch, remote, **options):
+    begun = time.perf_counter()
+    _collect(self, batch, remote, **options)
+    collect_seconds.append((time.perf_counter() - begun, batch.request_count))
+Collector.collect = timed_collect
+
 started = time.perf_counter()
 runner = BatchRunner(storage=SQLiteStorage(path=Path(WORK) / "runs.sqlite3"),
                      artifact_store=LocalArtifactStore(Path(WORK) / "artifacts"))
@@ -92,8 +102,10 @@ ingested = time.perf_counter()
 summary = run.wait()
 finished = time.perf_counter()
 parsed = sum(1 for result in run.iter_results() if isinstance(result.output, Triage))
+read_s = time.perf_counter() - finished
 report(wall_s=time.perf_counter() - started, ingest_s=ingested - started,
-       run_s=finished - ingested, parsed=parsed, status=summary.status.value)
+       run_s=finished - ingested, read_s=read_s, collect=collect_seconds, parsed=parsed,
+       status=summary.status.value)
 """
 )
 
@@ -257,7 +269,13 @@ def main() -> None:
     ]:
         label = f"{key} ({unit})" if unit else key
         print(f"{label:26}{batchor[key]:>12.6g}{floor[key]:>16.6g}")
-    print(f"batchor ingest / run phase: {batchor['ingest_s']:.1f} s / {batchor['run_s']:.1f} s")
+    print(
+        f"batchor ingest / run / results read: {batchor['ingest_s']:.1f} s / "
+        f"{batchor['run_s']:.1f} s / {batchor['read_s']:.2f} s"
+    )
+    for seconds, lines in batchor["collect"]:  # type: ignore[attr-defined]
+        rate = lines / seconds
+        print(f"  collected a batch of {lines:,} in {seconds:.2f} s ({rate:,.0f} lines/s)")
     print(f"batchor wall time vs floor: {float(batchor['wall_s']) / float(floor['wall_s']):.2f}x")  # type: ignore[arg-type]
     print(
         f"storage per item: {database / args.items:.0f} B database + "
