@@ -236,7 +236,8 @@ def local_server(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
     if "listening on" not in line:
         process.kill()
         raise SystemExit(f"the local server did not start: {line!r}")
-    return process, line.rsplit(" ", 1)[1].strip()
+    # "... listening on http://127.0.0.1:PORT/v1 (OpenAI; Anthropic at ...)"
+    return process, line.split("listening on ", 1)[1].split()[0]
 
 
 def server_peak_rss_mb(process: subprocess.Popen[str]) -> float | None:
