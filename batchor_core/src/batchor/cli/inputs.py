@@ -81,7 +81,7 @@ class RowReader:
     fields: tuple[str, ...]
 
     def item_id(self, row: Any) -> str:
-        if not isinstance(row, Mapping):
+        if type(row) is not dict and not isinstance(row, Mapping):
             raise ValueError(f"expected a JSON object, got {type(row).__name__}")
         value = row[self.id_column]
         if value is None or value == "":
@@ -89,7 +89,7 @@ class RowReader:
         return str(value)
 
     def payload(self, row: Any) -> dict[str, Any]:
-        if not isinstance(row, Mapping):
+        if type(row) is not dict and not isinstance(row, Mapping):
             raise ValueError(f"expected a JSON object, got {type(row).__name__}")
         values = {name: row[name] for name in self.fields}
         if all(type(value) in _JSON_SCALARS for value in values.values()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from batchor.results import ItemStatus, RunControlState, RunStatus
 from batchor.types import Usage
@@ -88,9 +89,11 @@ class BatchRecord:
     error_artifact: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class NewItem:
-    """An ingested item: where its request line is, and its metadata JSON."""
+class NewItem(NamedTuple):
+    """An ingested item: where its request line is, and its metadata JSON.
+
+    A named tuple rather than a frozen dataclass: one is made per ingested item,
+    and a tuple is made several times faster."""
 
     item_index: int
     item_id: str
