@@ -17,9 +17,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +32,7 @@ from batchor.sources import (
     file_format,
     file_source,
 )
+from batchor.sources.columns import ColumnRows
 from batchor.sources.csv_file import allow_large_fields, decoding_problem
 
 CSV_ENCODING = "utf-8-sig"
@@ -71,36 +70,6 @@ def template_fields(template: str) -> tuple[str, ...]:
         return batchor.prompts.template_fields(template)
     except ConfigurationError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--prompt-template'") from None
-
-
-@dataclass(frozen=True, slots=True)
-class RowReader:
-    """Turns a row (a dict) into an item id and a payload of the prompt's columns."""
-
-    id_column: str
-    fields: tuple[str, ...]
-
-    def item_id(self, row: Any) -> str:
-        if type(row) is not dict and not isinstance(row, Mapping):
-            raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-        value = row[self.id_column]
-        if value is None or value == "":
-            raise ValueError(f"the id column {self.id_column!r} is empty")
-        return str(value)
-
-    def payload(self, row: Any) -> dict[str, Any]:
-        if type(row) is not dict and not isinstance(row, Mapping):
-            raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-        values = {name: row[name] for name in self.fields}
-        if all(type(value) in _JSON_SCALARS for value in values.values()):
-            return values
-        # Parquet rows may hold dates, decimals or bytes; payloads must be JSON.
-        converted: dict[str, Any] = json.loads(json.dumps(values, default=str))
-        return converted
-
-
-_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
-"""Value types a payload keeps as they are (JSON already; the rest goes through JSON)."""
 
 
 def input_format(path: Path) -> str:
@@ -194,7 +163,7 @@ def open_source(
     option = "--prompt-column" if prompt.prompt_column is not None else "--prompt-template"
     for field in prompt.fields:
         wanted.setdefault(field, option)
-    reader = RowReader(id_column, prompt.fields)
+    reader = ColumnRows(id_column, prompt.fields)
     sources: list[CheckpointedItemSource] = []
     for path in paths:
         check_columns(path, read_columns(path, input_format(path), csv_encoding), wanted)

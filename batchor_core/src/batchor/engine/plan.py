@@ -11,7 +11,6 @@ import hashlib
 from collections.abc import Mapping
 
 from batchor.engine.config import RunConfig
-from batchor.engine.ingest import build_requests, check_unique_within, input_slices, item_ids_of
 from batchor.engine.limits import PlanningLimits
 from batchor.engine.planning import (
     BatchCounter,
@@ -19,6 +18,7 @@ from batchor.engine.planning import (
     estimated_cost_usd,
     estimated_output_tokens,
 )
+from batchor.engine.slices import check_unique_within, input_slices
 from batchor.job import BatchJob
 from batchor.providers.base import BatchProvider
 from batchor.results import JobPlan
@@ -38,11 +38,11 @@ def plan_job(
     digest = hashlib.sha256(config.fingerprint().encode())
     count = tokens = 0
     first_line: str | None = None
-    for items, _checkpoint in input_slices(job.items, None, job.chunk_policy.ingest_slice_size):
-        item_ids = item_ids_of(items, count)
+    size = job.chunk_policy.ingest_slice_size
+    for items, _checkpoint in input_slices(job.items, None, size, job.build_prompt, 0):
         fresh = list(range(len(items)))
-        check_unique_within(items, item_ids, fresh, count)
-        new_items, payload = build_requests(items, fresh, count, job, provider, 0, count)
+        check_unique_within(items, fresh, count)
+        new_items, payload = items.build(fresh, count, job, provider, 0, count)
         if first_line is None and payload:
             first_line = payload.split(b"\n", 1)[0].decode("utf-8")
         digest.update(payload)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -367,9 +368,9 @@ class OpenAIBatchProvider:
         endpoint = self._config.endpoint
         text, system_prompt = prompt.prompt, prompt.system_prompt
         if endpoint == "/v1/responses":
-            fields = f',"input":{_dumps(text)}'
+            fields = f',"input":{_text_json(text)}'
             if system_prompt:
-                fields += f',"instructions":{_dumps(system_prompt)}'
+                fields += f',"instructions":{_text_json(system_prompt)}'
         elif endpoint == "/v1/chat/completions":
             messages = [{"role": "user", "content": text}]
             if system_prompt:
@@ -378,8 +379,8 @@ class OpenAIBatchProvider:
         else:  # embeddings, moderations and completions take one text
             joined = text if not system_prompt else f"{system_prompt}\n\n{text}"
             name = "prompt" if endpoint == "/v1/completions" else "input"
-            fields = f',"{name}":{_dumps(joined)}'
-        line = f'{{"custom_id":{_dumps(custom_id)}{self._line_head}{fields}}}}}'
+            fields = f',"{name}":{_text_json(joined)}'
+        line = f'{{"custom_id":{_text_json(custom_id)}{self._line_head}{fields}}}}}'
         return RequestLine(
             data=line.encode("utf-8"),
             estimated_tokens=estimate_prompt_tokens(text, system_prompt) + self._schema_tokens,
@@ -635,6 +636,8 @@ BATCH_KEY_METADATA = "batchor_batch_key"
 """Batch metadata key holding batchor's local batch key."""
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_text_json = encode_basestring
+"""``_dumps`` of a string, without the encoder's dispatch (once per request line)."""
 
 
 def _translated(call: Callable[[], T]) -> T:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from batchor.errors import ConfigurationError, SourceRowError
+from batchor.sources.columns import ColumnRows
 from batchor.types import LINEAGE_KEY, BatchItem, JSONValue, Lineage
 
 RowT = TypeVar("RowT")
@@ -67,6 +68,18 @@ class ItemBuilder(Generic[RowT]):
         self._item_id_from_row = item_id_from_row
         self._payload_from_row = payload_from_row
         self._metadata_from_row = metadata_from_row
+
+    @property
+    def item_id_from_row(self) -> Callable[[RowT], str]:
+        return self._item_id_from_row
+
+    @property
+    def payload_from_row(self) -> Callable[[RowT], Any] | None:
+        return self._payload_from_row
+
+    @property
+    def metadata_from_row(self) -> Callable[[RowT], Mapping[str, Any]] | None:
+        return self._metadata_from_row
 
     def build_item(self, row: RowT, item_index: int, row_number: int) -> BatchItem:
         """The item for ``row``, the ``item_index``-th (0-based) row of the source."""
@@ -194,6 +207,19 @@ class FileItemSource(Generic[RowT]):
     def source_ref(self) -> str:
         """The absolute path of the file, as it appears in lineage and identity."""
         return self._source_ref
+
+    def column_rows(self) -> ColumnRows | None:
+        """The :class:`ColumnRows` rows become items by, when they do by nothing else
+        (its two functions, no ``metadata_from_row``)."""
+        builder = self._builder
+        if builder.metadata_from_row is not None:
+            return None
+        return ColumnRows.of(builder.item_id_from_row, builder.payload_from_row)
+
+    def build_item(self, row: RowT, item_index: int) -> BatchItem:
+        """The item for ``row``, the ``item_index``-th (0-based) row: what reading
+        the source yields for it, or the :class:`SourceRowError` it raises."""
+        return self._builder.build_item(row, item_index, item_index + 1)
 
     def source_identity(self) -> dict[str, JSONValue]:
         """``kind``, ``source_ref``, ``content_sha256`` and the reading options."""

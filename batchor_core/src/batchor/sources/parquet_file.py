@@ -99,6 +99,42 @@ class ParquetItemSource(FileItemSource[ParquetRow]):
         """Rows from the checkpoint's row index on."""
         (row_index,) = read_checkpoint_ints(checkpoint, _CHECKPOINT_KEYS, type(self).__name__)
         build_item = self._builder.build_item
+        for batch in self._record_batches(row_index, self._columns):
+            for row in batch.to_pylist():
+                item = build_item(row, row_index, row_index + 1)
+                row_index += 1
+                yield CheckpointedItem(item, {"next_row_index": row_index})
+
+    def iter_columns(
+        self, checkpoint: JSONValue, names: Sequence[str], size: int
+    ) -> Iterator[tuple[int, dict[str, list[Any]]]]:
+        """The rows from the checkpoint's row index on, ``size`` at a time, column by
+        column: the index of the first row, and the values of each of ``names`` (as
+        ``iter_from``'s rows hold them). The checkpoint after them is
+        ``{"next_row_index": first + len(values)}``."""
+        (row_index,) = read_checkpoint_ints(checkpoint, _CHECKPOINT_KEYS, type(self).__name__)
+        pending: dict[str, list[Any]] = {name: [] for name in names}
+        held = 0
+        for batch in self._record_batches(row_index, list(names)):
+            start = 0
+            while start < batch.num_rows:
+                take = min(size - held, batch.num_rows - start)
+                piece = batch.slice(start, take)
+                for name in names:
+                    pending[name].extend(piece.column(name).to_pylist())
+                held += take
+                start += take
+                if held == size:
+                    yield row_index, pending
+                    row_index += held
+                    pending, held = {name: [] for name in names}, 0
+        if held:
+            yield row_index, pending
+
+    def _record_batches(
+        self, row_index: int, columns: list[str] | None
+    ) -> Iterator[pa.RecordBatch]:
+        """The file's rows from ``row_index`` on, as record batches of ``columns``."""
         with self._open_parquet() as parquet:
             metadata = parquet.metadata
             row_groups: list[int] = []
@@ -117,7 +153,7 @@ class ParquetItemSource(FileItemSource[ParquetRow]):
             batches = parquet.iter_batches(
                 batch_size=self._batch_size(parquet.metadata),
                 row_groups=row_groups,
-                columns=self._columns,
+                columns=columns,
                 use_threads=False,
             )
             for batch in batches:
@@ -127,10 +163,13 @@ class ParquetItemSource(FileItemSource[ParquetRow]):
                         continue
                     batch = batch.slice(rows_to_skip)
                     rows_to_skip = 0
-                for row in batch.to_pylist():
-                    item = build_item(row, row_index, row_index + 1)
-                    row_index += 1
-                    yield CheckpointedItem(item, {"next_row_index": row_index})
+                yield batch
+
+    def column_types(self) -> dict[str, pa.DataType]:
+        """The Arrow type of each top-level column of the file."""
+        with self._open_parquet() as parquet:
+            schema = parquet.schema_arrow
+        return {field.name: field.type for field in schema}
 
     def _open_parquet(self) -> pq.ParquetFile:
         try:

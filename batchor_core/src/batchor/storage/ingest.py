@@ -56,12 +56,13 @@ class IngestStore:
         The unique index on (run, item id) is the last word on duplicates: a slice
         that repeats a stored id raises :class:`~batchor.errors.StorageConflictError`
         and stores nothing."""
+        pending = ItemStatus.PENDING.value
         rows = [
             {
                 "run_pk": run_pk,
                 "item_index": item.item_index,
                 "item_id": item.item_id,
-                "status": ItemStatus.PENDING.value,
+                "status": pending,
                 "attempts": 0,
                 "resubmissions": 0,
                 "segment": item.segment,
