@@ -1,7 +1,7 @@
 """Ingestion benchmark: a large Parquet file into a durable run, in flat memory.
 
     .venv/bin/python benchmarks/ingest_benchmark.py [--rows 1000000] [--no-full-run]
-        [--prompt callbacks|column] [--profile] [--keep]
+        [--prompt callbacks|column] [--plan] [--profile] [--keep]
 
 Generates Parquet files of ``rows / 10`` and ``rows`` rows (an ``id`` and a
 ``text`` of about 200 characters) under ``benchmarks/.work/ingest/`` and, each
@@ -158,7 +158,9 @@ def make_runner(directory: Path) -> Any:
     )
 
 
-def child_ingest(path: Path, directory: Path, profile: bool, prompt: str) -> dict[str, Any]:
+def child_ingest(
+    path: Path, directory: Path, profile: bool, prompt: str, plan: bool
+) -> dict[str, Any]:
     import openai
 
     # The openai package imports its types lazily on first use (about a second, once per
@@ -166,6 +168,15 @@ def child_ingest(path: Path, directory: Path, profile: bool, prompt: str) -> dic
     openai.OpenAI(api_key="sk-bench", base_url="http://127.0.0.1:9/v1")
     runner = make_runner(directory)
     job = make_job(path, "http://127.0.0.1:9/v1", prompt)  # ingestion never calls the provider
+    planned: dict[str, Any] = {}
+    if plan:  # what start would submit: every row read and built, packed into batches
+        started = time.perf_counter()
+        job_plan = runner.plan(job)
+        planned = {
+            "plan_seconds": time.perf_counter() - started,
+            "plan_batches": job_plan.batch_count,
+            "plan_peak_rss_mb": peak_rss_mb(),
+        }
     started, cpu_started = time.perf_counter(), cpu_seconds()
     if profile:
         import cProfile
@@ -187,6 +198,7 @@ def child_ingest(path: Path, directory: Path, profile: bool, prompt: str) -> dic
         "rows_per_cpu_s": rows / cpu,
         "database_bytes_per_item": database / rows,
         "artifact_bytes_per_item": artifacts / rows,
+        **planned,
     }
 
 
@@ -272,6 +284,9 @@ def main() -> None:
     parser.add_argument("--no-full-run", action="store_true", help="skip the end-to-end run")
     parser.add_argument("--profile", action="store_true", help="cProfile the large ingestion")
     parser.add_argument(
+        "--plan", action="store_true", help="also time BatchRunner.plan before ingesting"
+    )
+    parser.add_argument(
         "--prompt",
         choices=["callbacks", "column"],
         default="callbacks",
@@ -287,7 +302,9 @@ def main() -> None:
         if mode == "raw-read":
             figures = child_raw_read(Path(rest[0]))
         elif mode == "ingest":
-            figures = child_ingest(Path(rest[0]), Path(rest[1]), rest[2] == "profile", rest[3])
+            figures = child_ingest(
+                Path(rest[0]), Path(rest[1]), rest[2] == "profile", rest[3], rest[4] == "plan"
+            )
         else:
             figures = child_full_run(Path(rest[0]), Path(rest[1]), rest[2])
         figures["peak_rss_mb"] = peak_rss_mb()
@@ -301,7 +318,12 @@ def main() -> None:
         measured[rows] = {
             "raw": run_child("raw-read", str(path)),
             "ingest": run_child(
-                "ingest", str(path), str(WORK / f"run-{rows}"), profile, args.prompt
+                "ingest",
+                str(path),
+                str(WORK / f"run-{rows}"),
+                profile,
+                args.prompt,
+                "plan" if args.plan else "no-plan",
             ),
         }
         print(f"measured {rows:,} rows: {json.dumps(measured[rows])}", file=sys.stderr)
@@ -338,6 +360,14 @@ def main() -> None:
     small, large = sizes(args.rows)
     growth = measured[large]["ingest"]["peak_rss_mb"] / measured[small]["ingest"]["peak_rss_mb"]
     print(f"  peak RSS {large:,} rows / {small:,} rows: {growth:.2f}x")
+    if args.plan:
+        for rows, figures in measured.items():
+            ingest = figures["ingest"]
+            print(
+                f"  plan of {rows:,} rows: {ingest['plan_seconds']:.1f} s "
+                f"({rows / ingest['plan_seconds']:,.0f} rows/s), {ingest['plan_batches']} "
+                f"batches, peak RSS {ingest['plan_peak_rss_mb']:.0f} MB"
+            )
 
     if args.profile:
         import pstats
