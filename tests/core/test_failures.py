@@ -9,6 +9,7 @@ from batchor import (
     BatchItem,
     BatchJob,
     BatchRunner,
+    ChunkPolicy,
     ItemStatus,
     OpenAIProviderConfig,
     PromptParts,
@@ -189,3 +190,29 @@ def test_quota_errors_pause_the_run_with_the_reason(
     assert server.batches == {}
     run.resume()
     assert run.wait().status is RunStatus.COMPLETED
+
+
+def test_a_batch_the_provider_no_longer_reports_holds_up_only_itself(
+    runner: BatchRunner, provider_config: OpenAIProviderConfig, server: LocalBatchServer
+) -> None:
+    """A batch whose poll is refused (404: deleted, or not this key's) stays in flight
+    with the reason on the run; the run's other batches are still collected, and
+    nothing is submitted again. Once it can be polled, the run finishes."""
+    run = runner.start(
+        job(provider_config, count=6, chunk_policy=ChunkPolicy(max_requests_per_batch=2))
+    )
+    run.refresh()
+    first, *others = list(server.batches)
+    assert len(others) == 2
+    server.faults.http_error("GET", f"/batches/{first}", 404, times=None, message="No batch found")
+    for _ in range(3):
+        summary = run.refresh()
+
+    assert summary.completed_items == 4 and summary.batches_in_flight == 1
+    assert summary.last_error is not None
+    assert f"batch 1 ({first}) cannot be polled" in summary.last_error
+    assert "No batch found" in summary.last_error
+    assert len(server.batches) == 3
+    server.faults.clear()
+    assert run.wait(timeout=30).status is RunStatus.COMPLETED
+    assert len(server.batches) == 3 and run.summary().last_error is None

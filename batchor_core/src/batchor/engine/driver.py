@@ -172,11 +172,12 @@ class RunDriver:
 
     def _step_with_lease(self, record: RunRecord) -> bool:
         changed = False
+        unpollable: list[str] = []
         for batch in self.batches.active(record.run_pk):
             self._renew_lease(record)
             record = self._record()
             if batch.state is BatchState.IN_FLIGHT:
-                changed |= self._poll(record, batch)
+                changed |= self._poll(record, batch, unpollable)
             elif (
                 batch.state is BatchState.CREATING
                 or record.control_state is RunControlState.RUNNING
@@ -206,6 +207,8 @@ class RunDriver:
             and self._record().last_error == record.last_error
         ):
             self.runs.set_last_error(record.run_pk, None, now=self.clock.now())
+        if unpollable:
+            self.runs.set_last_error(record.run_pk, "; ".join(unpollable), now=self.clock.now())
         return changed
 
     def _renew_lease(self, record: RunRecord) -> None:
@@ -507,9 +510,22 @@ class RunDriver:
             clock=self.clock,
         )
 
-    def _poll(self, record: RunRecord, batch: BatchRecord) -> bool:
+    def _poll(self, record: RunRecord, batch: BatchRecord, unpollable: list[str]) -> bool:
+        """Poll one in-flight batch and collect it once it has ended. A batch the
+        provider refuses to report (gone, or not visible to this key) is added to
+        ``unpollable`` and left in flight: the other batches go on, and no request
+        is sent again that the provider may have run."""
         assert batch.provider_batch_id is not None
-        remote = self.provider.get_batch(batch.provider_batch_id)
+        try:
+            remote = self.provider.get_batch(batch.provider_batch_id)
+        except ProviderRejectedError as exc:
+            logger.warning("run %s: cannot poll %s: %s", self.run_id, batch.provider_batch_id, exc)
+            unpollable.append(
+                f"batch {batch.batch_number} ({batch.provider_batch_id}) cannot be polled: "
+                f"{exc}. Its items stay in flight and the other batches go on; check that "
+                "the API key and address are the ones the run submitted it with"
+            )
+            return False
         if not remote.status.is_terminal:
             if remote.status.value != batch.provider_status:
                 self.batches.set_provider_status(batch.batch_pk, remote.status.value)
