@@ -65,17 +65,22 @@ def tickets(count: int) -> dict[str, list[Any]]:
 
 
 def jobs(
-    path: Path, builder: PromptBuilder, provider: Any, slice_size: int = 10
+    path: Path,
+    builder: PromptBuilder,
+    provider: Any,
+    slice_size: int = 10,
+    payload: tuple[str, ...] | None = None,
 ) -> tuple[BatchJob, BatchJob]:
-    """The same rows and prompt, read by columns and by rows."""
-    rows = ColumnRows("id", builder.fields)
+    """The same rows and prompt, read by columns and by rows (``payload``: the payload
+    columns, by default the prompt's)."""
+    rows = ColumnRows("id", payload or builder.fields)
 
     def job(build_prompt: Callable[[BatchItem], PromptParts]) -> BatchJob:
         source = ParquetItemSource(
             path,
             item_id_from_row=rows.item_id,
             payload_from_row=rows.payload,
-            columns=["id", *builder.fields],
+            columns=["id", *rows.fields],
         )
         return BatchJob(
             items=source,
@@ -156,12 +161,13 @@ def test_errors_are_the_row_paths_errors(tmp_path: Path) -> None:
         stored = runner.get_run(run_id).summary().total_items
         return f"{type(raised.value).__name__}: {raised.value} ({stored} stored)"
 
-    for name, path, prompt in [
-        ("empty", empty, builder),
-        ("missing", missing, builder),
-        ("template", empty, template),
+    for name, path, prompt, payload in [
+        ("empty", empty, builder, None),
+        ("missing", missing, builder, None),
+        ("template", empty, template, None),
+        ("wider-payload", empty, builder, ("text", "flag", "n")),
     ]:
-        by_columns, by_rows = jobs(path, prompt, OPENAI)
+        by_columns, by_rows = jobs(path, prompt, OPENAI, payload=payload)
         column_error = failure(by_columns, f"{name}-columns")
         assert column_error == failure(by_rows, f"{name}-rows").replace("-rows", "-columns")
         assert "stored)" in column_error

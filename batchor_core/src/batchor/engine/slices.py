@@ -31,6 +31,7 @@ from batchor.job import BatchJob
 from batchor.prompts import PromptBuilder
 from batchor.providers.base import BatchProvider
 from batchor.sources.base import CheckpointedItem, CheckpointedItemSource
+from batchor.sources.columns import ColumnRows
 from batchor.sources.parquet_file import ParquetItemSource
 from batchor.storage.item_metadata import encode_metadata
 from batchor.storage.records import NewItem
@@ -216,13 +217,15 @@ class ColumnReading:
     """How a Parquet source mapped by column names is read column by column."""
 
     def __init__(
-        self, source: ParquetItemSource, id_column: str, prompt: PromptBuilder, ref_json: str
+        self, source: ParquetItemSource, rows: ColumnRows, prompt: PromptBuilder, ref_json: str
     ) -> None:
         self.source = source
-        self.id_column = id_column
+        self.rows = rows
+        self.id_column = rows.id_column
         self.prompt = prompt
         self.ref_json = ref_json
-        self.names = list(dict.fromkeys((id_column, *prompt.fields)))
+        # every column a row of the row path holds, so an item can be made for a message
+        self.names = list(dict.fromkeys((rows.id_column, *rows.fields)))
 
     @classmethod
     def of(
@@ -231,7 +234,8 @@ class ColumnReading:
         """The column reading of ``source`` with ``build_prompt``, when it has one: a
         :class:`~batchor.ParquetItemSource` whose rows become items by
         :class:`~batchor.sources.columns.ColumnRows` alone, prompted by a
-        :class:`~batchor.PromptBuilder` over those columns, all of plain types."""
+        :class:`~batchor.PromptBuilder` over those columns, all read and of plain
+        types."""
         if type(source) is not ParquetItemSource or type(build_prompt) is not PromptBuilder:
             return None
         rows = source.column_rows()
@@ -239,7 +243,7 @@ class ColumnReading:
             return None
         projected = source.columns
         types = source.column_types()
-        for name in (rows.id_column, *build_prompt.fields):
+        for name in (rows.id_column, *rows.fields):
             if name not in types or (projected is not None and name not in projected):
                 return None  # the row path says what is missing, row by row
             if not any(plain(types[name]) for plain in _PLAIN_TYPES):
@@ -248,7 +252,7 @@ class ColumnReading:
             ref_json = orjson.dumps(source.source_ref).decode()
         except orjson.JSONEncodeError:  # not valid Unicode: metadata is stored as JSON
             return None
-        return cls(source, rows.id_column, build_prompt, ref_json)
+        return cls(source, rows, build_prompt, ref_json)
 
     def slices(self, checkpoint: Any, size: int) -> Iterator[tuple[ColumnSlice, Any]]:
         for first_row, values in self.source.iter_columns(checkpoint, self.names, size):
@@ -269,8 +273,7 @@ class ColumnSlice:
         if all(type(value) is str and value for value in ids):
             self.item_ids: list[str] = ids
         else:
-            rows = reading.source.column_rows()
-            assert rows is not None
+            rows = reading.rows
             self.item_ids = []
             for offset, value in enumerate(ids):
                 try:
