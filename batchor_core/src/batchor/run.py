@@ -7,12 +7,10 @@ Any process holding the same storage, artifacts and credentials can create one
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pyarrow.parquet as pq
 from batchor.artifacts.base import ArtifactStore, open_jsonl_read, plain_name, run_prefix
 from batchor.engine.config import RunConfig
 from batchor.engine.driver import RunDriver
+from batchor.engine.ingest import collector_skipping_older_objects
 from batchor.engine.planning import estimated_cost_usd, poll_delay
 from batchor.engine.structured import ReadOutput, StructuredOutput
 from batchor.errors import (
@@ -288,7 +287,7 @@ class Run:
 
     def _result_page(self, record: RunRecord, after_sequence: int, limit: int) -> list[ItemResult]:
         """Up to ``limit`` terminal results after ``after_sequence``."""
-        with _collector_paused():
+        with collector_skipping_older_objects():
             page = self._storage.results.read_terminal(
                 record.run_pk, after_sequence=after_sequence, limit=limit
             )
@@ -456,24 +455,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1024 * 1024), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector held off while a page of results is built.
-
-    A page makes tens of thousands of objects, none of them cyclic; with many
-    results already held by the caller, every collection the allocations trigger
-    rescans them all (about half the time of reading 100,000 results).
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _to_result(stored: StoredItem, read: ReadOutput) -> ItemResult:
