@@ -23,7 +23,6 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-import orjson
 import pyarrow as pa
 
 from batchor.errors import DuplicateItemIdError, ItemBuildError
@@ -33,7 +32,7 @@ from batchor.providers.base import BatchProvider
 from batchor.sources.base import CheckpointedItem, CheckpointedItemSource
 from batchor.sources.columns import ColumnRows
 from batchor.sources.parquet_file import ParquetItemSource
-from batchor.storage.item_metadata import encode_metadata
+from batchor.storage.item_metadata import encode_metadata, file_lineage_encoder
 from batchor.storage.records import NewItem
 from batchor.types import LINEAGE_KEY, BatchItem, ContentPart, Message, PromptParts
 
@@ -217,13 +216,17 @@ class ColumnReading:
     """How a Parquet source mapped by column names is read column by column."""
 
     def __init__(
-        self, source: ParquetItemSource, rows: ColumnRows, prompt: PromptBuilder, ref_json: str
+        self,
+        source: ParquetItemSource,
+        rows: ColumnRows,
+        prompt: PromptBuilder,
+        lineage_at: Callable[[int], str],
     ) -> None:
         self.source = source
         self.rows = rows
         self.id_column = rows.id_column
         self.prompt = prompt
-        self.ref_json = ref_json
+        self.lineage_at = lineage_at  # the stored metadata of the row at an index
         # every column a row of the row path holds, so an item can be made for a message
         self.names = list(dict.fromkeys((rows.id_column, *rows.fields)))
 
@@ -248,11 +251,10 @@ class ColumnReading:
                 return None  # the row path says what is missing, row by row
             if not any(plain(types[name]) for plain in _PLAIN_TYPES):
                 return None
-        try:
-            ref_json = orjson.dumps(source.source_ref).decode()
-        except orjson.JSONEncodeError:  # not valid Unicode: metadata is stored as JSON
+        lineage_at = file_lineage_encoder(source.source_ref)
+        if lineage_at is None:
             return None
-        return cls(source, rows, build_prompt, ref_json)
+        return cls(source, rows, build_prompt, lineage_at)
 
     def slices(self, checkpoint: Any, size: int) -> Iterator[tuple[ColumnSlice, Any]]:
         for first_row, values in self.source.iter_columns(checkpoint, self.names, size):
@@ -306,7 +308,7 @@ class ColumnSlice:
         lines = _Segment(self, provider, segment, first_index, first_position)
         max_request_bytes = lines.max_request_bytes
         prompt_of = self._prompt_of(builder)
-        ref_json = self.reading.ref_json
+        lineage_at = self.reading.lineage_at
         first_row = self.first_row
         for offset in fresh:
             try:
@@ -323,7 +325,7 @@ class ColumnSlice:
                 offset,
                 self.item_ids[offset],
                 PromptParts(prompt=text, system_prompt=system_prompt),
-                f"[{first_row + offset},{ref_json}]",  # encode_metadata's short lineage
+                lineage_at(first_row + offset),
             )
         return lines.done()
 

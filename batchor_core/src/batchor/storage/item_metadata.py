@@ -17,7 +17,7 @@ existed read as they always did.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -39,6 +39,17 @@ def encode_metadata(item_id: str, metadata: Mapping[str, Any]) -> str | None:
             if short is not None:
                 return short
     return canonical_json(dict(metadata))
+
+
+def file_lineage_encoder(source_ref: str) -> Callable[[int], str] | None:
+    """For rows of one file whose ids are their primary keys: the stored metadata of
+    the row at an index, :func:`encode_metadata`'s short form built without a dict
+    per row. None when the short form cannot hold ``source_ref``."""
+    try:
+        ref = orjson.dumps(source_ref).decode()
+    except orjson.JSONEncodeError:  # e.g. a file name that is not valid Unicode
+        return None
+    return lambda index: f"[{index},{ref}]"
 
 
 def decode_metadata(item_id: str, text: str | None) -> dict[str, Any]:
